@@ -1,0 +1,63 @@
+"""Shared defaults of every lead_kt run; method configs import this and set what differs.
+
+Every field can be overridden on the command line, e.g. ``--config.student.backbone=inception1d``.
+"""
+
+import ml_collections
+
+ALL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "baseline"  # teacher | baseline | mvkt | kd | feature_recon | signal_recon
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "ptbxl/superdiagnostic_100hz"  # or ptbxl/<task>_<rate>, icbeb2018/<rate>
+  c.data.data_dir = "~/tensorflow_datasets"  # TFDS data_dir; gs:// works on Cloud TPU
+  c.data.manual_dir = ""  # "" = the builder's default (the bundled PTB-XL sample for ptbxl)
+  c.data.student_leads = ("I",)
+  c.data.crop_len = 250  # 2.5 s at 100 Hz as the PTB-XL benchmark; 0 = whole record (MVKT code)
+  c.data.pad_short = True
+  c.data.normalization = "global"  # global | per_lead
+  c.data.eval_stride = 0  # 0 = crop_len // 2
+  c.data.eval_aggregate = "max"  # max (benchmark) | mean
+  c.data.worker_count = 0
+  c.data.cv_test_fold = 0  # 0 = official splits; k = cross-validation fold k as test
+
+  # The network trained by this run (for teacher runs it reads all 12 leads).
+  c.student = ml_collections.ConfigDict()
+  c.student.backbone = "xresnet1d50"
+  c.student.dtype = "float32"  # or bfloat16 (parameters stay float32)
+  c.student.kwargs = ml_collections.ConfigDict()
+
+  # The frozen 12-lead teacher of transfer methods (mvkt, kd, feature_recon).
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.backbone = "xresnet1d50"
+  c.teacher.checkpoint = ""  # a teacher run's workdir; "" = train one first into WORKDIR/teacher
+  c.teacher.num_epochs = -1  # -1 = num_epochs
+  c.teacher.kwargs = ml_collections.ConfigDict()
+
+  c.batch_size = 64  # global, over all devices and processes
+  c.eval_batch_size = 128
+  c.num_epochs = 30
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.model = 1
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw_onecycle"  # adamw_onecycle (PTB-XL benchmark) | adam_warmup_step (MVKT code)
+  c.optimizer.learning_rate = 1e-2
+  c.optimizer.weight_decay = 1e-2
+  c.optimizer.pct_start = 0.3  # one-cycle warm-up fraction
+  c.optimizer.warmup_epochs = 5  # adam_warmup_step
+  c.optimizer.decay_epochs = 30  # adam_warmup_step: multiply by decay_rate every decay_epochs
+  c.optimizer.decay_rate = 0.1
+  c.optimizer.clip_grad_norm = 0.0  # 0 = no clipping
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.keep_latest = 2
+  c.checkpoint.async_save = True
+
+  c.log_every_steps = 20
+  return c

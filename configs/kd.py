@@ -1,0 +1,14 @@
+"""Distillation baselines of the MVKT paper's Table 1: KD, KD + FitNet, KD + attention transfer."""
+
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.method = "kd"
+  c.kd_variant = "kd"  # kd | kd_fitnet | kd_at
+  c.kd_temperature = 4.0
+  c.kd_weight = 1.0  # weight of the KD term next to BCE
+  c.fitnet_weight = 100.0  # weight of the FitNet hint loss (kd_fitnet)
+  c.at_weight = 1000.0  # beta of attention transfer (kd_at), as Zagoruyko & Komodakis
+  return c

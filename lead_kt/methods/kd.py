@@ -1,0 +1,67 @@
+"""Distillation baselines of the MVKT paper's Table 1: KD, KD + FitNet, KD + attention transfer.
+
+KD is the per-class Bernoulli KL at temperature T (``losses.kd_kl``). FitNet's hint is the deepest
+feature map (student mapped to the teacher's channels and length by a 1x1 conv regressor); attention
+transfer compares the attention maps of every stage the two networks have in common.
+"""
+
+import dataclasses
+
+import jax
+import ml_collections
+
+from lead_kt import losses
+from lead_kt.methods.common import Network
+from lead_kt.models.heads import HintRegressor
+
+VARIANTS = ("kd", "kd_fitnet", "kd_at")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kd:
+  student: Network
+  teacher: Network
+  cfg: ml_collections.ConfigDict
+  name: str = "kd"
+
+  def _regressor(self, teacher_map) -> HintRegressor:
+    return HintRegressor(channels=teacher_map.shape[-1], length=teacher_map.shape[-2])
+
+  def init(self, rng, batch):
+    rng_s, rng_t, rng_r = jax.random.split(rng, 3)
+    student_params, stats = self.student.init(rng_s, batch["student"])
+    teacher_params, teacher_stats = self.teacher.init(rng_t, batch["teacher"])
+    # The trainer replaces this placeholder with the trained teacher's variables.
+    teacher = {"params": teacher_params, "stats": teacher_stats}
+    params = {"student": student_params}
+    if self.cfg.kd_variant == "kd_fitnet":
+      s_map = self.student.eval_apply(student_params, stats, batch["student"]).feature_maps[-1]
+      t_map = self.teacher.frozen_apply(teacher, batch["teacher"]).feature_maps[-1]
+      params["regressor"] = self._regressor(t_map).init(rng_r, s_map)["params"]
+    return params, {"student": stats, "teacher": teacher}
+
+  def loss(self, params, state, batch, rng):
+    s_out, s_stats = self.student.train_apply(
+      params["student"], state["student"], batch["student"], rng
+    )
+    t_out = self.teacher.frozen_apply(state["teacher"], batch["teacher"])
+    bce = losses.bce_with_logits(s_out.logits, batch["label"], batch["mask"])
+    kd = losses.kd_kl(s_out.logits, t_out.logits, self.cfg.kd_temperature, batch["mask"])
+    terms = {"bce": bce, "kd": kd}
+    total = bce + self.cfg.kd_weight * kd
+    if self.cfg.kd_variant == "kd_fitnet":
+      t_map = t_out.feature_maps[-1]
+      hint = self._regressor(t_map).apply({"params": params["regressor"]}, s_out.feature_maps[-1])
+      terms["fitnet"] = losses.fitnet(hint, t_map)
+      total = total + self.cfg.fitnet_weight * terms["fitnet"]
+    elif self.cfg.kd_variant == "kd_at":
+      terms["at"] = losses.attention_transfer(s_out.feature_maps, t_out.feature_maps)
+      total = total + self.cfg.at_weight * terms["at"]
+    return total, ({"student": s_stats, "teacher": state["teacher"]}, terms)
+
+  def predict(self, params, state, batch):
+    out = self.student.eval_apply(params["student"], state["student"], batch["student"])
+    return {"logits": out.logits}
+
+  def export_network(self, params, state) -> dict:
+    return {"params": params["student"], "stats": state["student"]}

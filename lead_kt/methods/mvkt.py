@@ -1,0 +1,113 @@
+"""MVKT-ECG: BCE + alpha * multi-label KD (MKD) + beta * contrastive lead-information transfer (CLT).
+
+params: the student backbone and the two embedding heads (student side, teacher side: both trained).
+state: the student's batch statistics, the frozen teacher, and the contrastive memory (two banks of
+[num_train, dim] with their Z, or a FIFO queue), read and updated inside the jitted step.
+"""
+
+import dataclasses
+
+import jax
+import ml_collections
+from jax.sharding import NamedSharding, PartitionSpec
+
+from lead_kt import losses, memory, sharding
+from lead_kt.methods.common import Network
+from lead_kt.models.heads import EmbedHead
+
+MEMORIES = ("bank", "queue")
+NEGATIVES = ("uniform", "other_class")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mvkt:
+  student: Network
+  teacher: Network
+  cfg: ml_collections.ConfigDict  # the run config (alpha, beta, mkd, clt)
+  num_train: int
+  train_first_labels: tuple[int, ...] | None = None  # for other_class negatives
+  name: str = "mvkt"
+
+  @property
+  def embed(self) -> EmbedHead:
+    return EmbedHead(dim=self.cfg.clt.embed_dim)
+
+  @property
+  def mkd_temperature(self):
+    return None if self.cfg.mkd.temperature <= 0 else self.cfg.mkd.temperature
+
+  def init(self, rng, batch):
+    rng_s, rng_t, rng_es, rng_et, rng_m = jax.random.split(rng, 5)
+    params, stats = self.student.init(rng_s, batch["student"])
+    teacher_params, teacher_stats = self.teacher.init(rng_t, batch["teacher"])
+    # The trainer replaces this placeholder with the trained teacher's variables.
+    teacher = {"params": teacher_params, "stats": teacher_stats}
+    s_feat = self.student.eval_apply(params, stats, batch["student"]).features
+    t_feat = self.teacher.frozen_apply(teacher, batch["teacher"]).features
+    params = {
+      "student": params,
+      "embed_student": self.embed.init(rng_es, s_feat)["params"],
+      "embed_teacher": self.embed.init(rng_et, t_feat)["params"],
+    }
+    clt = self.cfg.clt
+    if clt.memory == "bank":
+      labels = None if self.train_first_labels is None else jax.numpy.asarray(
+        self.train_first_labels, jax.numpy.int32
+      )
+      mem = memory.init_memory(rng_m, self.num_train, clt.embed_dim, item_labels=labels)
+    else:
+      mem = memory.init_queue(rng_m, clt.queue_size, clt.embed_dim)
+    return params, {"student": stats, "teacher": teacher, "memory": mem}
+
+  def loss(self, params, state, batch, rng):
+    rng_drop, rng_neg = jax.random.split(rng)
+    s_out, s_stats = self.student.train_apply(
+      params["student"], state["student"], batch["student"], rng_drop
+    )
+    t_out = self.teacher.frozen_apply(state["teacher"], batch["teacher"])
+    bce = losses.bce_with_logits(s_out.logits, batch["label"], batch["mask"])
+    mkd = losses.mkd(
+      s_out.logits, t_out.logits, self.cfg.mkd.variant, self.mkd_temperature, batch["mask"]
+    )
+    s_emb = self.embed.apply({"params": params["embed_student"]}, s_out.features)
+    t_emb = self.embed.apply({"params": params["embed_teacher"]}, t_out.features)
+    clt_cfg = self.cfg.clt
+    if clt_cfg.memory == "bank":
+      contrast_idx = memory.sample_negatives(
+        rng_neg,
+        batch["index"],
+        clt_cfg.num_negatives,
+        state["memory"],
+        mode=clt_cfg.negatives,
+        labels=batch["label"],
+      )
+      clt, new_memory, aux = memory.clt_loss(
+        state["memory"],
+        s_emb,
+        t_emb,
+        batch["index"],
+        contrast_idx,
+        temperature=clt_cfg.temperature,
+        momentum=clt_cfg.momentum,
+      )
+    else:
+      clt, new_memory, aux = memory.queue_loss(state["memory"], s_emb, t_emb, clt_cfg.temperature)
+    total = bce + self.cfg.alpha * mkd + self.cfg.beta * clt
+    new_state = {"student": s_stats, "teacher": state["teacher"], "memory": new_memory}
+    return total, (new_state, {"bce": bce, "mkd": mkd, "clt": clt, **aux})
+
+  def predict(self, params, state, batch):
+    out = self.student.eval_apply(params["student"], state["student"], batch["student"])
+    return {"logits": out.logits}
+
+  def state_shardings(self, state, mesh):
+    """Replicated, except the bank rows split over the data axis when ``bank_sharding="data"``."""
+    rep = sharding.replicated(mesh)
+    shardings = jax.tree.map(lambda _: rep, state)
+    if self.cfg.clt.memory == "bank" and self.cfg.clt.bank_sharding == "data":
+      rows = NamedSharding(mesh, PartitionSpec(sharding.DATA_AXIS))
+      shardings["memory"] = shardings["memory"].replace(student_bank=rows, teacher_bank=rows)
+    return shardings
+
+  def export_network(self, params, state) -> dict:
+    return {"params": params["student"], "stats": state["student"]}

@@ -1,0 +1,65 @@
+"""The device mesh, the shardings of batches and state, and multi-process start-up.
+
+One mesh with a ``data`` axis (batch parallelism) and a ``model`` axis (size 1 for now; room for
+tensor parallelism). Axes are ``Auto``: XLA's partitioner propagates shardings through the step, so
+a BatchNorm mean over a batch sharded on ``data`` is the global mean without any collective written
+by hand.
+"""
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process job (TPU pod slice, SLURM, or JAX's environment variables)."""
+  jax.distributed.initialize()
+  logging.info(
+    "process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
+
+
+def make_mesh(model_parallelism: int = 1) -> jax.sharding.Mesh:
+  """A ``(data, model)`` mesh over every device of every process."""
+  num_devices = jax.device_count()
+  if num_devices % model_parallelism:
+    raise ValueError(f"{num_devices} devices do not split into model axis {model_parallelism}")
+  return jax.make_mesh(
+    (num_devices // model_parallelism, model_parallelism),
+    (DATA_AXIS, MODEL_AXIS),
+    axis_types=(AxisType.Auto, AxisType.Auto),
+  )
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Leading (batch) axis split over ``data``; the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
+  data_size = mesh.shape[DATA_AXIS]
+  if global_batch_size % data_size or global_batch_size % jax.process_count():
+    raise ValueError(
+      f"batch size {global_batch_size} must be a multiple of the data axis ({data_size} devices) "
+      f"and of the process count ({jax.process_count()})"
+    )
+
+
+def to_host(tree):
+  """Fetches (possibly multi-process) global arrays as numpy arrays on every process."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  return multihost_utils.process_allgather(tree, tiled=True)

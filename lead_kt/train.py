@@ -1,0 +1,392 @@
+"""The one training loop of every method: init or restore, step, evaluate, checkpoint, log.
+
+``train_and_evaluate(config, workdir)`` trains ``config.method`` (for transfer methods, first the
+12-lead teacher when no teacher checkpoint is given), selects the checkpoint on the validation split,
+evaluates the test split once with it and writes ``WORKDIR/results.json``.
+"""
+
+import copy
+import functools
+import json
+import shutil
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from etils import epath
+
+from lead_kt import checkpoint, input_pipeline, logger, methods, metrics, optim, sharding
+
+# Fields that must match for a workdir's checkpoints to be resumed by a config.
+_RUN_IDENTITY = (
+  "method",
+  "student.backbone",
+  "teacher.backbone",
+  "data.name",
+  "data.student_leads",
+  "data.crop_len",
+  "data.cv_test_fold",
+  "batch_size",
+)
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  method_state: Any
+  rng: jax.Array
+  # The first step whose loss or gradient was not finite; -1 while all were.
+  first_nonfinite_step: jax.Array
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """Runs ``config`` in ``workdir``; returns the results, or None when stopped by preemption."""
+  methods.validate(config)
+  workdir = epath.Path(workdir).expanduser()
+  if config.method not in methods.TRANSFER_METHODS:
+    return _run(config, workdir)
+  if config.teacher.checkpoint:
+    return _run(config, workdir, teacher_dir=epath.Path(config.teacher.checkpoint).expanduser())
+  teacher_results = _run(teacher_config(config), workdir / "teacher")
+  if teacher_results is None:
+    return None
+  results = _run(config, workdir / "student", teacher_dir=workdir / "teacher")
+  if results is not None and jax.process_index() == 0:
+    # The run's own summary at the top: the student's results with the teacher's beside them.
+    summary = {**results, "teacher": _headline(teacher_results)}
+    (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+    if (workdir / "predictions").exists():
+      shutil.rmtree(workdir / "predictions")
+    shutil.copytree(workdir / "student" / "predictions", workdir / "predictions")
+  return results
+
+
+def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The 12-lead teacher run that a transfer method trains first."""
+  tc = copy.deepcopy(config)
+  with tc.unlocked():
+    tc.method = "teacher"
+    tc.student = copy.deepcopy(config.teacher)
+    if config.teacher.num_epochs > 0:
+      tc.num_epochs = config.teacher.num_epochs
+  return tc
+
+
+def _headline(results: dict) -> dict:
+  keys = ("method", "backbone", "student_leads", "best_epoch")
+  head = {k: results[k] for k in keys}
+  head["validation_macro_auc"] = results["validation"]["macro_auc"]
+  head["test_macro_auc"] = results["test"]["macro_auc"]
+  return head
+
+
+def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> dict | None:
+  start_time = time.time()
+  workdir.mkdir(parents=True, exist_ok=True)
+  info = input_pipeline.dataset_info(config.data)
+  mesh = sharding.make_mesh(config.mesh.model)
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size, mesh)
+  _check_or_write_identity(config, info, workdir)
+  first_labels = None
+  if config.method == "mvkt" and config.clt.negatives == "other_class":
+    first_labels = input_pipeline.split_first_labels(config.data, "train")
+  method = methods.create(config, info.num_classes, info.split_sizes["train"], first_labels)
+  normalizer = input_pipeline.load_or_fit_normalizer(
+    config.data, str(workdir / "normalization.json")
+  )
+  data_sharding = sharding.batch_sharding(mesh)
+  train_iter = input_pipeline.train_iterator(
+    config.data, normalizer, config.batch_size, data_sharding, config.seed
+  )
+  steps_per_epoch = train_iter.steps_per_epoch
+  if steps_per_epoch < 1:
+    raise ConfigError(
+      f"batch size {config.batch_size} exceeds the {info.split_sizes['train']} training records"
+    )
+  total_steps = steps_per_epoch * config.num_epochs
+  tx, schedule = optim.create(config.optimizer, steps_per_epoch, config.num_epochs)
+
+  example = _peek(train_iter)
+  init_fn = functools.partial(_init_state, method, tx, example)
+  abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
+  state_shardings = _state_shardings(method, abstract, mesh)
+  abstract = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings
+  )
+  ckpts = checkpoint.RunCheckpoints(
+    str(workdir), config.checkpoint.keep_latest, config.checkpoint.async_save
+  )
+  progress = {"best_score": -1.0, "best_epoch": 0, "best_step": 0, "history": []}
+  if ckpts.latest_step() is not None:
+    state, data_state, progress = ckpts.restore(abstract)
+    train_iter.set_state(data_state)
+    logging.info("resumed %s at step %d", workdir, int(state.step))
+  else:
+    state = jax.jit(init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
+    if teacher_dir is not None:
+      state = _with_teacher(state, config, info, teacher_dir)
+
+  step_fn = _make_train_step(method, tx, schedule)
+  metric_names = jax.eval_shape(step_fn, abstract, example)[1].keys()
+  collection = logger.metrics_collection(metric_names)
+  rep = sharding.replicated(mesh)
+
+  @functools.partial(
+    jax.jit,
+    in_shardings=(state_shardings, data_sharding),
+    out_shardings=(state_shardings, rep),
+    donate_argnums=0,
+  )
+  def train_step(state, batch):
+    new_state, scalars = step_fn(state, batch)
+    return new_state, collection.single_from_model_output(**scalars)
+
+  predict = jax.jit(
+    lambda params, mstate, batch: jax.nn.sigmoid(method.predict(params, mstate, batch)["logits"])
+  )
+  evaluate = functools.partial(
+    _evaluate, predict, config, info, normalizer, data_sharding
+  )
+
+  run_log = logger.RunLogger(str(workdir), total_steps, config.batch_size, config.method)
+  step = int(state.step)
+  run_log.start(step)
+  accumulated = None
+  with checkpoint.Preemption() as preemption:
+    while step < total_steps:
+      batch = next(train_iter)
+      state, step_metrics = train_step(state, _model_inputs(batch))
+      step += 1
+      accumulated = step_metrics if accumulated is None else accumulated.merge(step_metrics)
+      epoch_end = step % steps_per_epoch == 0
+      if epoch_end or step % config.log_every_steps == 0:
+        _check_finite(state, ckpts, workdir)
+        run_log.train(step, step // steps_per_epoch, accumulated.compute())
+        accumulated = None
+      if epoch_end:
+        epoch = step // steps_per_epoch
+        scores, labels = evaluate(state.params, state.method_state, "validation")
+        score = metrics.macro_auc(scores, labels)["macro_auc"]
+        progress["history"].append({"epoch": epoch, "step": step, "val_macro_auc": score})
+        run_log.write(step, {"macro_auc": score}, "validation")
+        logging.info("[%s] epoch %d validation macro-AUC %.4f", config.method, epoch, score)
+        if score > progress["best_score"]:
+          progress.update(best_score=score, best_epoch=epoch, best_step=step)
+          ckpts.save_best(step, {"params": state.params, "method_state": state.method_state})
+        ckpts.save(step, state, train_iter.get_state(), progress)
+      elif preemption.requested(step):
+        ckpts.save(step, state, train_iter.get_state(), progress, force=True)
+        ckpts.wait()
+        ckpts.close()
+        run_log.close()
+        logging.warning("preempted at step %d; checkpoint saved in %s", step, workdir)
+        return None
+  ckpts.wait()
+  run_log.close()
+
+  best = ckpts.restore_best({"params": abstract.params, "method_state": abstract.method_state})
+  ckpts.close()
+  val_scores, val_labels = evaluate(best["params"], best["method_state"], "validation")
+  test_scores, test_labels = evaluate(best["params"], best["method_state"], "test")
+  results = {
+    "method": config.method,
+    "dataset": config.data.name,
+    "backbone": config.student.backbone,
+    "teacher_backbone": config.teacher.backbone if teacher_dir is not None else None,
+    "student_leads": list(info.teacher_leads if config.method == "teacher" else info.student_leads),
+    "class_names": list(info.class_names),
+    "split_sizes": dict(info.split_sizes),
+    "best_epoch": progress["best_epoch"],
+    "history": progress["history"],
+    **metrics.summarize(val_scores, val_labels, test_scores, test_labels, list(info.class_names)),
+    "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind},
+    "wall_time_s": time.time() - start_time,
+    "config": json.loads(config.to_json_best_effort()),
+  }
+  if jax.process_index() == 0:
+    (workdir / "predictions").mkdir(exist_ok=True)
+    for split, scores, labels in (
+      ("validation", val_scores, val_labels),
+      ("test", test_scores, test_labels),
+    ):
+      np.savez(
+        workdir / "predictions" / f"{split}.npz",
+        scores=scores,
+        labels=labels,
+        index=np.arange(len(labels)),
+      )
+    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+  logging.info(
+    "[%s] best epoch %d: validation macro-AUC %.4f, test macro-AUC %.4f",
+    config.method,
+    results["best_epoch"],
+    results["validation"]["macro_auc"],
+    results["test"]["macro_auc"],
+  )
+  return results
+
+
+def _init_state(method, tx, example, rng) -> TrainState:
+  init_rng, state_rng = jax.random.split(rng)
+  params, method_state = method.init(init_rng, _model_inputs(example))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    method_state=method_state,
+    rng=state_rng,
+    first_nonfinite_step=jnp.full((), -1, jnp.int32),
+  )
+
+
+def _make_train_step(method, tx, schedule):
+  def step_fn(state: TrainState, batch):
+    rng, step_rng = jax.random.split(state.rng)
+    grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+    (loss, (method_state, terms)), grads = grad_fn(
+      state.params, state.method_state, batch, step_rng
+    )
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    def keep_good(new, old):
+      # A non-finite step leaves the state as it was; the host stops the run at its next check.
+      return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new_state = state.replace(
+      step=state.step + 1,
+      params=keep_good(params, state.params),
+      opt_state=keep_good(opt_state, state.opt_state),
+      method_state=keep_good(method_state, state.method_state),
+      rng=rng,
+      first_nonfinite_step=jnp.where(
+        (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step
+      ),
+    )
+    scalars = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
+    return new_state, {**scalars, **terms}
+
+  return step_fn
+
+
+def _state_shardings(method, abstract: TrainState, mesh):
+  rep = sharding.replicated(mesh)
+  shardings = jax.tree.map(lambda _: rep, abstract)
+  if hasattr(method, "state_shardings"):
+    shardings = shardings.replace(method_state=method.state_shardings(abstract.method_state, mesh))
+  return shardings
+
+
+def _model_inputs(batch: dict) -> dict:
+  return {k: batch[k] for k in ("teacher", "student", "label", "index", "mask")}
+
+
+def _peek(train_iter):
+  """The first batch, leaving the iterator where it was."""
+  position = train_iter.get_state()
+  batch = next(train_iter)
+  train_iter.set_state(position)
+  return batch
+
+
+def _check_finite(state: TrainState, ckpts, workdir) -> None:
+  bad_step = int(state.first_nonfinite_step)
+  if bad_step >= 0:
+    ckpts.wait()
+    raise NonFiniteLossError(
+      f"the loss or its gradient became NaN/Inf at step {bad_step + 1}; the run stopped and the "
+      f"last good checkpoint (step {ckpts.latest_step()}) is kept in {workdir}"
+    )
+
+
+def _evaluate(predict, config, info, normalizer, data_sharding, params, method_state, split):
+  """Per-record probabilities ``[n, C]`` (windows aggregated) and labels ``[n, C]`` of ``split``."""
+  scores, records, masks = [], [], []
+  for batch in input_pipeline.eval_batches(
+    config.data, split, normalizer, config.eval_batch_size, data_sharding
+  ):
+    probs = predict(params, method_state, _model_inputs(batch))
+    host = sharding.to_host({"p": probs, "record": batch["record"], "mask": batch["mask"]})
+    scores.append(host["p"])
+    records.append(host["record"])
+    masks.append(host["mask"])
+  per_record = input_pipeline.aggregate_windows(
+    np.concatenate(scores),
+    np.concatenate(records),
+    np.concatenate(masks),
+    info.split_sizes[split],
+    config.data.eval_aggregate,
+  )
+  return per_record, input_pipeline.split_labels(config.data, split)
+
+
+def _identity(config, num_classes: int) -> dict:
+  identity = {"num_classes": num_classes}
+  for field in _RUN_IDENTITY:
+    value = config
+    for part in field.split("."):
+      value = value[part]
+    identity[field] = list(value) if isinstance(value, tuple | list) else value
+  return identity
+
+
+def _check_or_write_identity(config, info, workdir: epath.Path) -> None:
+  """Refuses a workdir whose checkpoints belong to an incompatible run."""
+  path = workdir / "run_identity.json"
+  identity = _identity(config, info.num_classes)
+  if path.exists():
+    stored = json.loads(path.read_text())
+    diffs = {k: (stored.get(k), v) for k, v in identity.items() if stored.get(k) != v}
+    if diffs:
+      described = "; ".join(f"{k}: workdir has {a!r}, config has {b!r}" for k, (a, b) in diffs.items())
+      raise ConfigError(
+        f"{workdir} holds another run's checkpoints ({described}); use another --workdir"
+      )
+  elif jax.process_index() == 0:
+    path.write_text(json.dumps(identity, indent=2))
+
+
+def _with_teacher(state: TrainState, config, info, teacher_dir: epath.Path) -> TrainState:
+  """Puts a trained teacher's best variables into the method state (in place of its init)."""
+  identity_path = teacher_dir / "run_identity.json"
+  if not identity_path.exists():
+    raise checkpoint.CheckpointError(f"{teacher_dir} is not a lead_kt run (no run_identity.json)")
+  stored = json.loads(identity_path.read_text())
+  expected = {
+    "method": "teacher",
+    "student.backbone": config.teacher.backbone,
+    "num_classes": info.num_classes,
+  }
+  for key, value in expected.items():
+    if stored.get(key) != value:
+      raise checkpoint.CheckpointError(
+        f"teacher checkpoint {teacher_dir} has {key} = {stored.get(key)!r}, but this run needs "
+        f"{value!r} (config.teacher.backbone / the dataset's classes)"
+      )
+  placeholder = state.method_state["teacher"]
+  abstract = jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+    {"params": placeholder["params"], "method_state": placeholder["stats"]},
+  )
+  best = checkpoint.load_best_model(str(teacher_dir), abstract)
+  teacher = {"params": best["params"], "stats": best["method_state"]}
+  return state.replace(method_state={**state.method_state, "teacher": teacher})
