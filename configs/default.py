@@ -46,7 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.model = 1
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adamw_onecycle"  # adamw_onecycle (PTB-XL benchmark) | adam_warmup_step (MVKT code)
+  c.optimizer.name = (
+    "adamw_onecycle"  # adamw_onecycle (PTB-XL benchmark) | adam_warmup_step (MVKT code)
+  )
   c.optimizer.learning_rate = 1e-2
   c.optimizer.weight_decay = 1e-2
   c.optimizer.pct_start = 0.3  # one-cycle warm-up fraction

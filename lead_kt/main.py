@@ -1,6 +1,6 @@
 """Command line of lead_kt: parses flags and calls ``train.train_and_evaluate``.
 
-  python -m lead_kt.main --config=configs/mvkt.py --workdir=runs/mvkt [--config.key=value ...]
+python -m lead_kt.main --config=configs/mvkt.py --workdir=runs/mvkt [--config.key=value ...]
 """
 
 import os
@@ -8,7 +8,9 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Path to a config file with get_config()."
+)
 _WORKDIR = flags.DEFINE_string(
   "workdir", None, "Run directory (checkpoints, results.json). Default: runs/<config name>."
 )

@@ -1,8 +1,8 @@
 """The one training loop of every method: init or restore, step, evaluate, checkpoint, log.
 
-``train_and_evaluate(config, workdir)`` trains ``config.method`` (for transfer methods, first the
-12-lead teacher when no teacher checkpoint is given), selects the checkpoint on the validation split,
-evaluates the test split once with it and writes ``WORKDIR/results.json``.
+``train_and_evaluate(config, workdir)`` trains ``config.method`` (for transfer methods, first
+the 12-lead teacher when no teacher checkpoint is given), selects the checkpoint on the validation
+split, evaluates the test split once with it and writes ``WORKDIR/results.json``.
 """
 
 import copy
@@ -10,7 +10,7 @@ import functools
 import json
 import shutil
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -158,13 +158,11 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     new_state, scalars = step_fn(state, batch)
     return new_state, collection.single_from_model_output(**scalars)
 
-  predict = jax.jit(
-    lambda params, mstate, batch: jax.nn.sigmoid(method.predict(params, mstate, batch)["logits"])
-  )
-  evaluate = functools.partial(
-    _evaluate, predict, config, info, normalizer, data_sharding
-  )
+  predict = jax.jit(method.predict)
+  evaluate = functools.partial(_evaluate, predict, config, info, normalizer, data_sharding)
 
+  # Checkpoints are chosen on validation (never on test) by this score, higher is better.
+  selection = getattr(method, "selection_metric", "macro_auc")
   run_log = logger.RunLogger(str(workdir), total_steps, config.batch_size, config.method)
   step = int(state.step)
   run_log.start(step)
@@ -182,11 +180,12 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
         accumulated = None
       if epoch_end:
         epoch = step // steps_per_epoch
-        scores, labels = evaluate(state.params, state.method_state, "validation")
-        score = metrics.macro_auc(scores, labels)["macro_auc"]
-        progress["history"].append({"epoch": epoch, "step": step, "val_macro_auc": score})
-        run_log.write(step, {"macro_auc": score}, "validation")
-        logging.info("[%s] epoch %d validation macro-AUC %.4f", config.method, epoch, score)
+        val = evaluate(state.params, state.method_state, "validation")
+        scores = _epoch_scores(val)
+        score = scores[selection]
+        progress["history"].append({"epoch": epoch, "step": step, **scores})
+        run_log.write(step, scores, "validation")
+        logging.info("[%s] epoch %d validation %s", config.method, epoch, _fmt(scores))
         if score > progress["best_score"]:
           progress.update(best_score=score, best_epoch=epoch, best_step=step)
           ckpts.save_best(step, {"params": state.params, "method_state": state.method_state})
@@ -203,8 +202,8 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
 
   best = ckpts.restore_best({"params": abstract.params, "method_state": abstract.method_state})
   ckpts.close()
-  val_scores, val_labels = evaluate(best["params"], best["method_state"], "validation")
-  test_scores, test_labels = evaluate(best["params"], best["method_state"], "test")
+  val = evaluate(best["params"], best["method_state"], "validation")
+  test = evaluate(best["params"], best["method_state"], "test")
   results = {
     "method": config.method,
     "dataset": config.data.name,
@@ -215,30 +214,28 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     "split_sizes": dict(info.split_sizes),
     "best_epoch": progress["best_epoch"],
     "history": progress["history"],
-    **metrics.summarize(val_scores, val_labels, test_scores, test_labels, list(info.class_names)),
+    **_summaries(val, test, list(info.class_names)),
     "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind},
     "wall_time_s": time.time() - start_time,
     "config": json.loads(config.to_json_best_effort()),
   }
   if jax.process_index() == 0:
     (workdir / "predictions").mkdir(exist_ok=True)
-    for split, scores, labels in (
-      ("validation", val_scores, val_labels),
-      ("test", test_scores, test_labels),
-    ):
-      np.savez(
-        workdir / "predictions" / f"{split}.npz",
-        scores=scores,
-        labels=labels,
-        index=np.arange(len(labels)),
-      )
+    for split, outputs in (("validation", val), ("test", test)):
+      if outputs.scores is not None:
+        np.savez(
+          workdir / "predictions" / f"{split}.npz",
+          scores=outputs.scores,
+          labels=outputs.labels,
+          index=np.arange(len(outputs.labels)),
+        )
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
   logging.info(
-    "[%s] best epoch %d: validation macro-AUC %.4f, test macro-AUC %.4f",
+    "[%s] best epoch %d: validation %s; test %s",
     config.method,
     results["best_epoch"],
-    results["validation"]["macro_auc"],
-    results["test"]["macro_auc"],
+    _fmt(_epoch_scores(val)),
+    _fmt(_epoch_scores(test)),
   )
   return results
 
@@ -318,25 +315,56 @@ def _check_finite(state: TrainState, ckpts, workdir) -> None:
     )
 
 
+class SplitOutputs(NamedTuple):
+  """What evaluating one split gives: per-record class probabilities (windows aggregated) with the
+  labels, and the mean over real windows of every other per-example output of ``method.predict``
+  (e.g. reconstruction errors)."""
+
+  scores: np.ndarray | None
+  labels: np.ndarray
+  means: dict
+
+
 def _evaluate(predict, config, info, normalizer, data_sharding, params, method_state, split):
-  """Per-record probabilities ``[n, C]`` (windows aggregated) and labels ``[n, C]`` of ``split``."""
-  scores, records, masks = [], [], []
+  chunks = []
   for batch in input_pipeline.eval_batches(
     config.data, split, normalizer, config.eval_batch_size, data_sharding
   ):
-    probs = predict(params, method_state, _model_inputs(batch))
-    host = sharding.to_host({"p": probs, "record": batch["record"], "mask": batch["mask"]})
-    scores.append(host["p"])
-    records.append(host["record"])
-    masks.append(host["mask"])
-  per_record = input_pipeline.aggregate_windows(
-    np.concatenate(scores),
-    np.concatenate(records),
-    np.concatenate(masks),
-    info.split_sizes[split],
-    config.data.eval_aggregate,
-  )
-  return per_record, input_pipeline.split_labels(config.data, split)
+    outputs = predict(params, method_state, _model_inputs(batch))
+    if "logits" in outputs:
+      outputs = {**outputs, "logits": jax.nn.sigmoid(outputs["logits"])}
+    chunks.append(sharding.to_host({**outputs, "record": batch["record"], "mask": batch["mask"]}))
+  joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+  mask = joined.pop("mask")
+  records = joined.pop("record")
+  probs = joined.pop("logits", None)
+  scores = None
+  if probs is not None:
+    scores = input_pipeline.aggregate_windows(
+      probs, records, mask, info.split_sizes[split], config.data.eval_aggregate
+    )
+  means = {k: float(np.sum(v * mask) / np.sum(mask)) for k, v in joined.items() if v.ndim == 1}
+  return SplitOutputs(scores, input_pipeline.split_labels(config.data, split), means)
+
+
+def _epoch_scores(outputs: SplitOutputs) -> dict:
+  scores = dict(outputs.means)
+  if outputs.scores is not None:
+    scores["macro_auc"] = metrics.macro_auc(outputs.scores, outputs.labels)["macro_auc"]
+  return scores
+
+
+def _summaries(val: SplitOutputs, test: SplitOutputs, class_names: list) -> dict:
+  if val.scores is None:
+    return {"validation": dict(val.means), "test": dict(test.means)}
+  summary = metrics.summarize(val.scores, val.labels, test.scores, test.labels, class_names)
+  summary["validation"].update(val.means)
+  summary["test"].update(test.means)
+  return summary
+
+
+def _fmt(scores: dict) -> str:
+  return ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items()))
 
 
 def _identity(config, num_classes: int) -> dict:
@@ -357,7 +385,9 @@ def _check_or_write_identity(config, info, workdir: epath.Path) -> None:
     stored = json.loads(path.read_text())
     diffs = {k: (stored.get(k), v) for k, v in identity.items() if stored.get(k) != v}
     if diffs:
-      described = "; ".join(f"{k}: workdir has {a!r}, config has {b!r}" for k, (a, b) in diffs.items())
+      described = "; ".join(
+        f"{k}: workdir has {a!r}, config has {b!r}" for k, (a, b) in diffs.items()
+      )
       raise ConfigError(
         f"{workdir} holds another run's checkpoints ({described}); use another --workdir"
       )

@@ -7,9 +7,9 @@ A batch is a dict of global arrays sharded over the mesh's data axis:
   ``index``    int32 [B]          dense record index within the split (memory banks use it)
   ``mask``     float [B]          1 for real examples, 0 for padding (evaluation's last batch)
 
-A method keeps two pytrees: ``params`` (what the optimiser updates) and ``state`` (everything else it
-carries: batch statistics, a frozen teacher, memory banks, normalisation constants). All three
-functions are pure and run inside ``jax.jit``.
+A method keeps two pytrees: ``params`` (what the optimiser updates) and ``state`` (everything
+else it carries: batch statistics, a frozen teacher, memory banks, normalisation constants).
+All three functions are pure and run inside ``jax.jit``.
 """
 
 from typing import Any, Protocol

@@ -45,4 +45,6 @@ class Network:
   def frozen_apply(self, frozen: dict, x) -> BackboneOutput:
     """A frozen network (e.g. the teacher): eval mode, no gradient reaches ``frozen``."""
     frozen = jax.lax.stop_gradient(frozen)
-    return jax.tree.map(jax.lax.stop_gradient, self.eval_apply(frozen["params"], frozen["stats"], x))
+    return jax.tree.map(
+      jax.lax.stop_gradient, self.eval_apply(frozen["params"], frozen["stats"], x)
+    )

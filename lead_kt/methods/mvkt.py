@@ -1,4 +1,4 @@
-"""MVKT-ECG: BCE + alpha * multi-label KD (MKD) + beta * contrastive lead-information transfer (CLT).
+"""MVKT-ECG: BCE + alpha * multi-label KD (MKD) + beta * contrastive lead-information transfer.
 
 params: the student backbone and the two embedding heads (student side, teacher side: both trained).
 state: the student's batch statistics, the frozen teacher, and the contrastive memory (two banks of
@@ -51,8 +51,10 @@ class Mvkt:
     }
     clt = self.cfg.clt
     if clt.memory == "bank":
-      labels = None if self.train_first_labels is None else jax.numpy.asarray(
-        self.train_first_labels, jax.numpy.int32
+      labels = (
+        None
+        if self.train_first_labels is None
+        else jax.numpy.asarray(self.train_first_labels, jax.numpy.int32)
       )
       mem = memory.init_memory(rng_m, self.num_train, clt.embed_dim, item_labels=labels)
     else:
