@@ -159,7 +159,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     return new_state, collection.single_from_model_output(**scalars)
 
   predict = jax.jit(method.predict)
-  evaluate = functools.partial(_evaluate, predict, config, info, normalizer, data_sharding)
+  evaluate = functools.partial(_evaluate, predict, method, config, info, normalizer, data_sharding)
 
   # Checkpoints are chosen on validation (never on test) by this score, higher is better.
   selection = getattr(method, "selection_metric", "macro_auc")
@@ -316,35 +316,43 @@ def _check_finite(state: TrainState, ckpts, workdir) -> None:
 
 
 class SplitOutputs(NamedTuple):
-  """What evaluating one split gives: per-record class probabilities (windows aggregated) with the
-  labels, and the mean over real windows of every other per-example output of ``method.predict``
-  (e.g. reconstruction errors)."""
+  """What evaluating one split gives.
+
+  scores: per-record class probabilities [n, C] (windows aggregated), or None for a method that
+    predicts no ``logits``.
+  labels: [n, C] in record order.
+  means: scalar summaries of the other outputs of ``method.predict``: ``method.summarize(outputs,
+    records, labels)`` when the method has one, else the mean over real windows of each [B] output.
+  """
 
   scores: np.ndarray | None
   labels: np.ndarray
   means: dict
 
 
-def _evaluate(predict, config, info, normalizer, data_sharding, params, method_state, split):
+def _evaluate(predict, method, config, info, normalizer, data_sharding, params, mstate, split):
   chunks = []
   for batch in input_pipeline.eval_batches(
     config.data, split, normalizer, config.eval_batch_size, data_sharding
   ):
-    outputs = predict(params, method_state, _model_inputs(batch))
-    if "logits" in outputs:
-      outputs = {**outputs, "logits": jax.nn.sigmoid(outputs["logits"])}
+    outputs = predict(params, mstate, _model_inputs(batch))
     chunks.append(sharding.to_host({**outputs, "record": batch["record"], "mask": batch["mask"]}))
-  joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  mask = joined.pop("mask")
-  records = joined.pop("record")
-  probs = joined.pop("logits", None)
+  real = np.concatenate([c["mask"] for c in chunks]) > 0
+  # Padding windows are dropped here, so nothing downstream can count them.
+  outputs = {k: np.concatenate([c[k] for c in chunks])[real] for k in chunks[0] if k != "mask"}
+  records = outputs.pop("record")
+  labels = input_pipeline.split_labels(config.data, split)
   scores = None
-  if probs is not None:
+  if "logits" in outputs:
+    probs = 1.0 / (1.0 + np.exp(-outputs.pop("logits").astype(np.float64)))
     scores = input_pipeline.aggregate_windows(
-      probs, records, mask, info.split_sizes[split], config.data.eval_aggregate
+      probs, records, np.ones(len(records)), info.split_sizes[split], config.data.eval_aggregate
     )
-  means = {k: float(np.sum(v * mask) / np.sum(mask)) for k, v in joined.items() if v.ndim == 1}
-  return SplitOutputs(scores, input_pipeline.split_labels(config.data, split), means)
+  if hasattr(method, "summarize"):
+    means = method.summarize(outputs, records, labels)
+  else:
+    means = {k: float(v.mean()) for k, v in outputs.items() if v.ndim == 1}
+  return SplitOutputs(scores, labels, means)
 
 
 def _epoch_scores(outputs: SplitOutputs) -> dict:

@@ -1,47 +1,44 @@
-"""Methods as plug-ins of the one trainer; ``create`` picks one by ``config.method``."""
+"""Methods as plug-ins of the one trainer; ``create`` picks one by ``config.method``.
+
+Each method module ``lead_kt/methods/<name>.py`` provides ``validate(config)`` (reject unknown
+options before anything is built) and ``create(config, num_classes, num_train, train_first_labels)``
+returning an object with ``init``, ``loss`` and ``predict`` (see ``base.py``). A new method is a new
+module, an entry below and a config file; the trainer does not change.
+"""
+
+import importlib
 
 import ml_collections
 
-from lead_kt.methods import kd, mvkt
-from lead_kt.methods.common import Network, build_backbone
-from lead_kt.methods.supervised import Supervised
+# method name -> module in lead_kt.methods
+_MODULES = {
+  "teacher": "supervised",
+  "baseline": "supervised",
+  "mvkt": "mvkt",
+  "kd": "kd",
+  "feature_recon": "feature_recon",
+  "signal_recon": "signal_recon",
+}
+METHODS = tuple(_MODULES)
+# Methods that need a frozen 12-lead teacher (trained first into WORKDIR/teacher if none is given).
+TRANSFER_METHODS = ("mvkt", "kd", "feature_recon", "signal_recon")
 
-# Methods that distil from a frozen 12-lead teacher (trained first when none is given).
-TRANSFER_METHODS = ("mvkt", "kd")
-METHODS = ("teacher", "baseline", *TRANSFER_METHODS)
+
+def _module(method: str):
+  if method not in _MODULES:
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+  return importlib.import_module(f"lead_kt.methods.{_MODULES[method]}")
+
+
+def check_choice(field: str, value, known) -> None:
+  if value not in known:
+    raise ValueError(f"unknown {field} {value!r}; known: {', '.join(map(str, known))}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Rejects unknown method names and loss variants before anything is built."""
-  if config.method not in METHODS:
-    raise ValueError(f"unknown method {config.method!r}; known: {', '.join(METHODS)}")
-  if config.method == "mvkt":
-    from lead_kt import losses
-
-    checks = [
-      ("mkd.variant", config.mkd.variant, losses.MKD_VARIANTS),
-      ("clt.memory", config.clt.memory, mvkt.MEMORIES),
-      ("clt.negatives", config.clt.negatives, mvkt.NEGATIVES),
-      ("clt.bank_sharding", config.clt.bank_sharding, ("replicated", "data")),
-    ]
-  elif config.method == "kd":
-    checks = [("kd_variant", config.kd_variant, kd.VARIANTS)]
-  else:
-    checks = []
-  for field, value, known in checks:
-    if value not in known:
-      raise ValueError(f"unknown {field} {value!r}; known: {', '.join(known)}")
+  """Rejects unknown method names and options before anything is built."""
+  _module(config.method).validate(config)
 
 
 def create(config: ml_collections.ConfigDict, num_classes: int, num_train: int, train_first_labels):
-  validate(config)
-  student = Network(build_backbone(config.student, num_classes))
-  if config.method == "teacher":
-    return Supervised("teacher", student, view="teacher")
-  if config.method == "baseline":
-    return Supervised("baseline", student, view="student")
-  teacher = Network(build_backbone(config.teacher, num_classes))
-  if config.method == "mvkt":
-    first = None if config.clt.negatives == "uniform" else tuple(int(v) for v in train_first_labels)
-    return mvkt.Mvkt(student, teacher, config, num_train, first)
-  return kd.Kd(student, teacher, config)
+  return _module(config.method).create(config, num_classes, num_train, train_first_labels)

@@ -10,8 +10,8 @@ import dataclasses
 import jax
 import ml_collections
 
-from lead_kt import losses
-from lead_kt.methods.common import Network
+from lead_kt import losses, methods
+from lead_kt.methods.common import Network, build_backbone
 from lead_kt.models.heads import HintRegressor
 
 VARIANTS = ("kd", "kd_fitnet", "kd_at")
@@ -65,3 +65,14 @@ class Kd:
 
   def export_network(self, params, state) -> dict:
     return {"params": params["student"], "stats": state["student"]}
+
+
+def validate(config) -> None:
+  methods.check_choice("kd_variant", config.kd_variant, VARIANTS)
+
+
+def create(config, num_classes, num_train, train_first_labels):
+  del num_train, train_first_labels
+  student = Network(build_backbone(config.student, num_classes))
+  teacher = Network(build_backbone(config.teacher, num_classes))
+  return Kd(student, teacher, config)

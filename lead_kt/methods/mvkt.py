@@ -11,8 +11,8 @@ import jax
 import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
-from lead_kt import losses, memory, sharding
-from lead_kt.methods.common import Network
+from lead_kt import losses, memory, methods, sharding
+from lead_kt.methods.common import Network, build_backbone
 from lead_kt.models.heads import EmbedHead
 
 MEMORIES = ("bank", "queue")
@@ -113,3 +113,19 @@ class Mvkt:
 
   def export_network(self, params, state) -> dict:
     return {"params": params["student"], "stats": state["student"]}
+
+
+def validate(config) -> None:
+  methods.check_choice("mkd.variant", config.mkd.variant, losses.MKD_VARIANTS)
+  methods.check_choice("clt.memory", config.clt.memory, MEMORIES)
+  methods.check_choice("clt.negatives", config.clt.negatives, NEGATIVES)
+  methods.check_choice("clt.bank_sharding", config.clt.bank_sharding, ("replicated", "data"))
+
+
+def create(config, num_classes, num_train, train_first_labels):
+  student = Network(build_backbone(config.student, num_classes))
+  teacher = Network(build_backbone(config.teacher, num_classes))
+  first = None
+  if config.clt.negatives == "other_class":
+    first = tuple(int(v) for v in train_first_labels)
+  return Mvkt(student, teacher, config, num_train, first)

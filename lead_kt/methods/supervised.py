@@ -3,7 +3,7 @@
 import dataclasses
 
 from lead_kt import losses
-from lead_kt.methods.common import Network
+from lead_kt.methods.common import Network, build_backbone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,3 +27,14 @@ class Supervised:
   def export_network(self, params, state) -> dict:
     """The trained network's variables, as a later run loads them as its frozen teacher."""
     return {"params": params, "stats": state}
+
+
+def validate(config) -> None:
+  del config  # Nothing beyond the backbone, which the registry checks when it is built.
+
+
+def create(config, num_classes, num_train, train_first_labels):
+  del num_train, train_first_labels
+  net = Network(build_backbone(config.student, num_classes))
+  view = "teacher" if config.method == "teacher" else "student"
+  return Supervised(config.method, net, view=view)
