@@ -358,17 +358,18 @@ def _evaluate(predict, method, config, info, normalizer, data_sharding, params, 
 def _epoch_scores(outputs: SplitOutputs) -> dict:
   scores = dict(outputs.means)
   if outputs.scores is not None:
-    scores["macro_auc"] = metrics.macro_auc(outputs.scores, outputs.labels)["macro_auc"]
+    names = [str(i) for i in range(outputs.labels.shape[1])]
+    scores["macro_auc"] = metrics.evaluate_split(outputs.scores, outputs.labels, names)["macro_auc"]
   return scores
 
 
 def _summaries(val: SplitOutputs, test: SplitOutputs, class_names: list) -> dict:
+  """results.json's "validation" and "test" sections; test thresholds come from validation."""
   if val.scores is None:
     return {"validation": dict(val.means), "test": dict(test.means)}
-  summary = metrics.summarize(val.scores, val.labels, test.scores, test.labels, class_names)
-  summary["validation"].update(val.means)
-  summary["test"].update(test.means)
-  return summary
+  validation = metrics.evaluate_split(val.scores, val.labels, class_names)
+  test_summary = metrics.summarize(val.scores, val.labels, test.scores, test.labels, class_names)
+  return {"validation": {**validation, **val.means}, "test": {**test_summary, **test.means}}
 
 
 def _fmt(scores: dict) -> str:

@@ -1,0 +1,501 @@
+"""Compare finished runs: markdown tables with 95% CIs, paired differences and plots.
+
+  python -m lead_kt.report --workdirs DIR1 DIR2 ... --out OUT [--baseline DIR ...]
+
+A run directory holds ``results.json`` (method, dataset, backbone, student_leads, class_names, ...)
+and ``predictions/{validation,test}.npz`` (``scores`` [n, C], ``labels`` [n, C], ``index`` [n]).
+A cross-validated run is a directory of ``fold_*/`` run directories. Every number in the report is
+recomputed from the predictions with ``lead_kt.metrics``: thresholds are chosen on each fold's
+validation split, and a cross-validated run is pooled by concatenating its folds' test predictions
+(each binarised with its own fold's thresholds), so its AUC and bootstrap CIs are over all pooled
+test records.
+
+Writes ``OUT/report.md`` and, per dataset, ``roc_<dataset>.png``, ``f1_<dataset>.png`` and, when the
+runs cover several student leads, ``per_lead_<dataset>.png``.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from lead_kt import metrics
+
+RESULTS_FILE = "results.json"
+REQUIRED_KEYS = ("method", "dataset", "backbone", "student_leads", "class_names")
+STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A run's metadata and its (pooled) test predictions.
+
+  scores, labels: [n, C]; thresholds: [n, C] (each record's fold thresholds); keys: [n] str record
+  identities (``"fold_k/index"`` for cross-validated runs, ``"index"`` otherwise).
+  """
+
+  path: Path
+  results: dict
+  folds: tuple[str, ...]
+  scores: np.ndarray
+  labels: np.ndarray
+  thresholds: np.ndarray
+  keys: np.ndarray
+
+  @property
+  def dataset(self) -> str:
+    return self.results["dataset"]
+
+  @property
+  def class_names(self) -> list[str]:
+    return list(self.results["class_names"])
+
+  @property
+  def leads(self) -> str:
+    return leads_label(self.results["student_leads"])
+
+  @property
+  def row(self) -> tuple[str, str, str]:
+    """(method, leads, backbone): the row this run fills in the main table."""
+    return (self.results["method"], self.leads, self.results["backbone"])
+
+  @property
+  def label(self) -> str:
+    method, leads, backbone = self.row
+    return f"{method} ({leads}, {backbone})"
+
+
+def leads_label(student_leads: Sequence[str] | None) -> str:
+  """ "I", "I+II", or "12 leads" for all (or none given, as a teacher run may write)."""
+  if not student_leads or len(student_leads) == len(STANDARD_LEADS):
+    return "12 leads"
+  return "+".join(student_leads)
+
+
+def _read_results(run_dir: Path) -> dict:
+  path = run_dir / RESULTS_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{run_dir}: no {RESULTS_FILE} (nor fold_*/{RESULTS_FILE}) found")
+  results = json.loads(path.read_text())
+  missing = [key for key in REQUIRED_KEYS if key not in results]
+  if missing:
+    raise ValueError(f"{path}: missing keys {missing}")
+  return results
+
+
+def _read_predictions(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(scores [n, C], labels [n, C], index [n]) of ``run_dir/predictions/<split>.npz``."""
+  path = run_dir / "predictions" / f"{split}.npz"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: predictions file not found")
+  with np.load(path) as data:
+    missing = [key for key in ("scores", "labels", "index") if key not in data]
+    if missing:
+      raise ValueError(f"{path}: missing arrays {missing}")
+    scores, labels, index = data["scores"], data["labels"], data["index"]
+  if scores.ndim != 2 or labels.shape != scores.shape or index.shape != scores.shape[:1]:
+    raise ValueError(
+      f"{path}: expected scores and labels [n, C] and index [n], got {scores.shape}, "
+      f"{labels.shape}, {index.shape}"
+    )
+  return scores, labels, index
+
+
+def _fold_dirs(path: Path) -> list[Path]:
+  folds = [p.parent for p in path.glob(f"fold_*/{RESULTS_FILE}")]
+  return sorted(folds, key=lambda p: (len(p.name), p.name))  # fold_2 before fold_10
+
+
+def load_run(path: str | Path) -> Run:
+  """Loads a run directory, or a directory of ``fold_*`` runs pooled into one run."""
+  path = Path(path)
+  if not path.is_dir():
+    raise FileNotFoundError(f"{path}: workdir does not exist")
+  fold_dirs = [path] if (path / RESULTS_FILE).is_file() else _fold_dirs(path)
+  if not fold_dirs:
+    _read_results(path)  # raises the missing-results error
+  results = [_read_results(d) for d in fold_dirs]
+  for key in REQUIRED_KEYS:
+    if any(r[key] != results[0][key] for r in results):
+      raise ValueError(f"{path}: folds disagree on {key!r}")
+  parts = []
+  for fold_dir in fold_dirs:
+    val_scores, val_labels, _ = _read_predictions(fold_dir, "validation")
+    scores, labels, index = _read_predictions(fold_dir, "test")
+    if scores.shape[1] != len(results[0]["class_names"]):
+      raise ValueError(
+        f"{fold_dir}: {scores.shape[1]} score columns but {len(results[0]['class_names'])} "
+        "class_names in results.json"
+      )
+    thresholds = metrics.choose_thresholds(val_scores, val_labels)
+    prefix = f"{fold_dir.name}/" if fold_dir != path else ""
+    keys = np.array([f"{prefix}{i}" for i in index])
+    parts.append((scores, labels, np.broadcast_to(thresholds, scores.shape), keys))
+  scores, labels, thresholds, keys = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+  folds = tuple(d.name for d in fold_dirs) if fold_dirs != [path] else ()
+  return Run(path, results[0], folds, scores, labels, thresholds, keys)
+
+
+def evaluate_run(run: Run, n_boot: int, seed: int) -> dict:
+  """``metrics.evaluate_split`` of the run's pooled test predictions plus ``ci95``."""
+  result = metrics.evaluate_split(run.scores, run.labels, run.class_names, run.thresholds)
+  result["ci95"] = metrics.bootstrap_ci(
+    run.scores, run.labels, run.thresholds, run.class_names, n_boot, seed
+  )
+  return result
+
+
+def _aligned_order(run: Run, baseline: Run) -> tuple[np.ndarray, np.ndarray]:
+  """Index arrays putting both runs' test records in the same order; errors if they differ."""
+  if run.dataset != baseline.dataset:
+    raise ValueError(
+      f"cannot compare {run.path} (dataset {run.dataset}) with baseline {baseline.path} "
+      f"(dataset {baseline.dataset})"
+    )
+  if run.class_names != baseline.class_names:
+    raise ValueError(f"{run.path} and baseline {baseline.path} have different class_names")
+  run_order, base_order = np.argsort(run.keys), np.argsort(baseline.keys)
+  if run.keys.shape != baseline.keys.shape or np.any(
+    run.keys[run_order] != baseline.keys[base_order]
+  ):
+    raise ValueError(
+      f"{run.path} and baseline {baseline.path} were tested on different records (their "
+      "predictions' `index` arrays, per fold, do not match)"
+    )
+  if np.any(run.labels[run_order] != baseline.labels[base_order]):
+    raise ValueError(f"{run.path} and baseline {baseline.path} disagree on test labels")
+  return run_order, base_order
+
+
+def compare_to_baseline(run: Run, baseline: Run, n_boot: int, seed: int) -> dict:
+  """Paired bootstrap of run minus baseline on their common test records."""
+  run_order, base_order = _aligned_order(run, baseline)
+  return metrics.paired_bootstrap(
+    run.scores[run_order],
+    run.thresholds[run_order],
+    baseline.scores[base_order],
+    baseline.thresholds[base_order],
+    run.labels[run_order],
+    run.class_names,
+    n_boot,
+    seed,
+  )
+
+
+# ------------------------------------------------------------------------------------------------
+# Plots (matplotlib's object API renders PNGs with Agg and leaves pyplot's global state alone).
+
+
+def _slug(dataset: str) -> str:
+  return "".join(ch if ch.isalnum() else "_" for ch in dataset)
+
+
+def _grid(n_panels: int, max_columns: int = 4) -> tuple[int, int]:
+  columns = min(n_panels, max_columns)
+  return math.ceil(n_panels / columns), columns
+
+
+def plot_roc(runs: Sequence[Run], out_png: str | Path) -> None:
+  """One panel per class, one ROC curve per run (all runs of one dataset)."""
+  class_names = runs[0].class_names
+  rows, columns = _grid(len(class_names))
+  fig = Figure(figsize=(4 * columns, 3.8 * rows), layout="constrained")
+  axes = fig.subplots(rows, columns, squeeze=False).ravel()
+  for c, name in enumerate(class_names):
+    ax = axes[c]
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    for run in runs:
+      labels = run.labels[:, c]
+      if labels.all() or not labels.any():
+        continue
+      fpr, tpr, _ = roc_curve(labels, run.scores[:, c])
+      auc = metrics.per_class_auc(run.scores[:, c : c + 1], run.labels[:, c : c + 1])[0]
+      ax.plot(fpr, tpr, linewidth=1.5, label=f"{run.label}: AUC {auc:.3f}")
+    ax.set(title=name, xlabel="False positive rate", ylabel="True positive rate")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.legend(loc="lower right", fontsize="x-small")
+  for ax in axes[len(class_names) :]:
+    ax.set_visible(False)
+  fig.suptitle(f"Test ROC curves per class: {runs[0].dataset}")
+  fig.savefig(out_png, dpi=100)
+
+
+def _error_bars(points: np.ndarray, intervals: Sequence) -> np.ndarray:
+  """[2, k] distances below / above each point, 0 where the interval is missing."""
+  bounds = np.array(
+    [iv if iv is not None else (p, p) for p, iv in zip(points, intervals, strict=True)]
+  )
+  return np.abs(bounds.T - points)
+
+
+def plot_f1(runs: Sequence[Run], evaluations: Sequence[dict], out_png: str | Path) -> None:
+  """Grouped bars of per-class and macro F1 with 95% CIs, one bar per run."""
+  class_names = runs[0].class_names
+  groups = [*class_names, "macro"]
+  width = 0.8 / len(runs)
+  fig = Figure(figsize=(max(6.0, 1.2 * len(groups) * max(1, len(runs) / 2)), 4.5))
+  ax = fig.subplots()
+  for k, (run, result) in enumerate(zip(runs, evaluations, strict=True)):
+    points = np.array([*(result["f1"][name] for name in class_names), result["macro_f1"]])
+    intervals = [*(result["ci95"]["f1"][name] for name in class_names), result["ci95"]["macro_f1"]]
+    x = np.arange(len(groups)) + (k - (len(runs) - 1) / 2) * width
+    ax.bar(x, points, width, yerr=_error_bars(points, intervals), capsize=2, label=run.label)
+  ax.set_xticks(np.arange(len(groups)), groups, rotation=45 if len(groups) > 8 else 0)
+  ax.set(ylim=(0, 1.05), xlabel="Class", ylabel="F1 on test (thresholds from validation)")
+  ax.set_title(f"Per-class F1 with 95% bootstrap CIs: {runs[0].dataset}")
+  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  fig.savefig(out_png, dpi=100, bbox_inches="tight")
+
+
+def _lead_sort_key(lead: str) -> tuple[int, str]:
+  first = lead.split("+")[0]
+  return (STANDARD_LEADS.index(first) if first in STANDARD_LEADS else len(STANDARD_LEADS), lead)
+
+
+def plot_per_lead(results: list[dict], out_png: str | Path) -> None:
+  """Macro AUC by student lead, a bar per method (the MVKT paper's Fig. 4).
+
+  ``results`` are results.json dicts (``method``, ``dataset``, ``student_leads``,
+  ``test.macro_auc`` and optionally ``test.ci95.macro_auc``) of one dataset; each (method, lead)
+  pair may occur once.
+  """
+  if not results:
+    raise ValueError("plot_per_lead: no results given")
+  datasets = {r["dataset"] for r in results}
+  if len(datasets) > 1:
+    raise ValueError(f"plot_per_lead: results of several datasets {sorted(datasets)}")
+  table: dict[tuple[str, str], tuple[float, list | None]] = {}
+  for r in results:
+    key = (r["method"], leads_label(r["student_leads"]))
+    if key in table:
+      raise ValueError(f"plot_per_lead: method {key[0]!r} with leads {key[1]!r} given twice")
+    table[key] = (r["test"]["macro_auc"], r["test"].get("ci95", {}).get("macro_auc"))
+  methods = list(dict.fromkeys(method for method, _ in table))
+  leads = sorted({lead for _, lead in table}, key=_lead_sort_key)
+  width = 0.8 / len(methods)
+  fig = Figure(figsize=(max(6.0, 0.9 * len(leads) * len(methods)), 4.5), layout="constrained")
+  ax = fig.subplots()
+  lowest = 1.0
+  for k, method in enumerate(methods):
+    present = [lead for lead in leads if (method, lead) in table]
+    points = np.array([table[method, lead][0] for lead in present])
+    intervals = [table[method, lead][1] for lead in present]
+    x = np.array([leads.index(lead) for lead in present]) + (k - (len(methods) - 1) / 2) * width
+    errors = _error_bars(points, intervals)
+    ax.bar(x, points, width, yerr=errors, capsize=3, label=method)
+    lowest = min(lowest, float(np.min(points - errors[0])))
+  ax.set_xticks(np.arange(len(leads)), leads)
+  # Zoom in on the range where the bars differ; the axis label says where it starts.
+  ax.set_ylim(max(0.0, math.floor((lowest - 0.05) * 20) / 20), 1.0)
+  ax.set(xlabel="Student lead(s)", ylabel="Test macro AUC (axis does not start at 0)")
+  ax.set_title(f"Macro AUC by student lead (error bars: 95% CI): {datasets.pop()}")
+  ax.legend(title="Method")
+  fig.savefig(out_png, dpi=100)
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown.
+
+
+def _fmt_ci(point: float | None, interval: Sequence[float] | None, signed: bool = False) -> str:
+  if point is None:
+    return "n/a"
+  spec = "+.3f" if signed else ".3f"
+  if interval is None:
+    return format(point, spec)
+  return f"{point:{spec}} [{interval[0]:{spec}}, {interval[1]:{spec}}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _main_table(runs: Sequence[Run], evaluations: Sequence[dict]) -> list[str]:
+  datasets = list(dict.fromkeys(run.dataset for run in runs))
+  rows = list(dict.fromkeys(run.row for run in runs))
+  cells = {(run.row, run.dataset): result for run, result in zip(runs, evaluations, strict=True)}
+  header = ["Method", "Leads", "Backbone"]
+  for dataset in datasets:
+    header += [f"{dataset} AUC", "ACC", "F1"]
+  body = []
+  for row in rows:
+    line = list(row)
+    for dataset in datasets:
+      result = cells.get((row, dataset))
+      if result is None:
+        line += ["-", "-", "-"]
+        continue
+      ci = result["ci95"]
+      line += [
+        _fmt_ci(result[f"macro_{stat}"], ci[f"macro_{stat}"]) for stat in ("auc", "accuracy", "f1")
+      ]
+    body.append(line)
+  return _table(header, body)
+
+
+def _per_class_table(runs: Sequence[Run], evaluations: Sequence[dict]) -> list[str]:
+  class_names = runs[0].class_names
+  header = ["Method", "Leads", "Backbone", *class_names, "Macro F1"]
+  body = [
+    [
+      *run.row,
+      *(_fmt_ci(result["f1"][name], None) for name in class_names),
+      _fmt_ci(result["macro_f1"], result["ci95"]["macro_f1"]),
+    ]
+    for run, result in zip(runs, evaluations, strict=True)
+  ]
+  return _table(header, body)
+
+
+def _difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[str]:
+  header = ["Method", "Leads", "Backbone", "Baseline", "ΔAUC", "ΔACC", "ΔF1"]
+  body = []
+  for run, baseline, paired in pairs:
+    deltas = [
+      _fmt_ci(paired["difference"][key], paired["ci95"][key], signed=True)
+      for key in ("macro_auc", "macro_accuracy", "macro_f1")
+    ]
+    body.append([*run.row, baseline.label, *deltas])
+  return _table(header, body)
+
+
+METHODS_NOTE = (
+  "Test metrics with 95% bootstrap percentile intervals ({n_boot} resamples of the test records, "
+  "seed {seed}). AUC is the macro ROC AUC over the classes with positive and negative test "
+  "records; ACC and F1 are macro means of per-class accuracy and F1 at per-class thresholds chosen "
+  "on the validation split (maximum F1) and applied to test. Cross-validated runs pool their "
+  "folds' test predictions (each fold binarised with its own validation thresholds) before the "
+  "metrics and intervals are computed."
+)
+
+
+def _group_by_dataset(runs: Sequence[Run]) -> dict[str, list[int]]:
+  """Dataset -> indices of its runs; errors if they disagree on class_names or share a row."""
+  groups: dict[str, list[int]] = {}
+  for k, run in enumerate(runs):
+    groups.setdefault(run.dataset, []).append(k)
+  for dataset, members in groups.items():
+    names = {tuple(runs[k].class_names) for k in members}
+    if len(names) > 1:
+      raise ValueError(f"runs of dataset {dataset} have different class_names: {sorted(names)}")
+    rows = [runs[k].row for k in members]
+    for k in members:
+      if rows.count(runs[k].row) > 1:
+        raise ValueError(
+          f"several runs of dataset {dataset} fill the table row {runs[k].label!r}: "
+          f"{[str(runs[j].path) for j in members if runs[j].row == runs[k].row]}"
+        )
+  return groups
+
+
+def _baseline_by_dataset(baselines: Sequence[Run], datasets: Sequence[str]) -> dict[str, Run]:
+  """Dataset -> its baseline run; every dataset needs one as soon as any baseline is given."""
+  by_dataset: dict[str, Run] = {}
+  for baseline in baselines:
+    if baseline.dataset in by_dataset:
+      raise ValueError(
+        f"two baselines for dataset {baseline.dataset}: {by_dataset[baseline.dataset].path} "
+        f"and {baseline.path}"
+      )
+    by_dataset[baseline.dataset] = baseline
+  missing = [dataset for dataset in datasets if dataset not in by_dataset]
+  if baselines and missing:
+    raise ValueError(f"no --baseline run given for dataset(s) {missing}; give one per dataset")
+  return by_dataset
+
+
+def _dataset_section(
+  runs: Sequence[Run],
+  evaluations: Sequence[dict],
+  baseline: Run | None,
+  out: Path,
+  n_boot: int,
+  seed: int,
+) -> list[str]:
+  """Markdown of one dataset (per-class F1, paired differences, figures); writes its PNGs."""
+  dataset, slug = runs[0].dataset, _slug(runs[0].dataset)
+  lines = ["", f"## {dataset}", "", "### Per-class F1 (test)", ""]
+  lines += _per_class_table(runs, evaluations)
+  if baseline is not None:
+    pairs = [
+      (run, baseline, compare_to_baseline(run, baseline, n_boot, seed))
+      for run in runs
+      if run is not baseline
+    ]
+    lines += ["", "### Paired bootstrap difference against the baseline (run minus baseline)", ""]
+    lines += _difference_table(pairs) if pairs else ["No other run of this dataset."]
+  plot_roc(runs, out / f"roc_{slug}.png")
+  plot_f1(runs, evaluations, out / f"f1_{slug}.png")
+  lines += ["", f"![ROC curves](roc_{slug}.png)", "", f"![Per-class F1](f1_{slug}.png)"]
+  if len({run.leads for run in runs}) > 1:
+    results = [
+      {**run.results, "test": result} for run, result in zip(runs, evaluations, strict=True)
+    ]
+    plot_per_lead(results, out / f"per_lead_{slug}.png")
+    lines += ["", f"![Macro AUC by lead](per_lead_{slug}.png)"]
+  return lines
+
+
+def write_report(
+  workdirs: Sequence[str | Path],
+  out: str | Path,
+  baselines: Sequence[str | Path] = (),
+  n_boot: int = 1000,
+  seed: int = 0,
+) -> Path:
+  """Writes OUT/report.md and its PNGs (baselines are added to the runs); returns the .md path."""
+  out = Path(out)
+  paths = list(dict.fromkeys(Path(p).resolve() for p in [*workdirs, *baselines]))
+  loaded = {path: load_run(path) for path in paths}
+  runs = list(loaded.values())
+  groups = _group_by_dataset(runs)
+  baseline_runs = _baseline_by_dataset([loaded[Path(p).resolve()] for p in baselines], list(groups))
+  evaluations = [evaluate_run(run, n_boot, seed) for run in runs]
+  lines = ["# Run comparison", "", METHODS_NOTE.format(n_boot=n_boot, seed=seed), ""]
+  lines += ["## Overall", "", *_main_table(runs, evaluations)]
+  pooled = [
+    f"- {run.label} on {run.dataset}: pooled over {', '.join(run.folds)}."
+    for run in runs
+    if run.folds
+  ]
+  lines += ["", *pooled] if pooled else []
+  out.mkdir(parents=True, exist_ok=True)
+  for dataset, members in groups.items():
+    lines += _dataset_section(
+      [runs[k] for k in members],
+      [evaluations[k] for k in members],
+      baseline_runs.get(dataset),
+      out,
+      n_boot,
+      seed,
+    )
+  report = out / "report.md"
+  report.write_text("\n".join(lines) + "\n")
+  return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(
+    prog="python -m lead_kt.report", description=__doc__.split("\n")[0]
+  )
+  parser.add_argument("--workdirs", nargs="+", required=True, help="run (or fold-parent) dirs")
+  parser.add_argument("--out", required=True, help="output directory for report.md and PNGs")
+  parser.add_argument(
+    "--baseline", nargs="+", default=[], help="baseline run dir(s), at most one per dataset"
+  )
+  parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+  parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+  args = parser.parse_args(argv)
+  report = write_report(args.workdirs, args.out, args.baseline, args.n_boot, args.seed)
+  print(f"wrote {report}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,105 @@
+"""lead_kt.report on fake run directories (seeded random predictions)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lead_kt import report
+
+CLASSES = ["NORM", "MI", "STTC"]
+DATASET = "ptbxl/superdiagnostic_100hz"
+
+
+def _write_run(run_dir, method, leads, noise, seed, dataset=DATASET, n_test=120, index_offset=0):
+  """A run directory in the trainer's layout; lower noise = better scores."""
+  rng = np.random.default_rng(seed)
+  label_rng = np.random.default_rng(0)  # same records and labels for every run
+  (run_dir / "predictions").mkdir(parents=True)
+  for split, n in (("validation", 80), ("test", n_test)):
+    labels = (label_rng.random((n, len(CLASSES))) < 0.35).astype(np.float32)
+    logits = 2 * (labels - 0.5) + noise * rng.standard_normal(labels.shape)
+    np.savez(
+      run_dir / "predictions" / f"{split}.npz",
+      scores=1 / (1 + np.exp(-logits)),
+      labels=labels,
+      index=np.arange(n) + index_offset,
+    )
+  results = {
+    "method": method,
+    "dataset": dataset,
+    "backbone": "resnet1d",
+    "student_leads": leads,
+    "best_epoch": 3,
+    "class_names": CLASSES,
+    "config": {},
+    "validation": {"macro_auc": 0.5},
+    "test": {},
+    "wall_time_s": 1.0,
+  }
+  (run_dir / "results.json").write_text(json.dumps(results))
+  return run_dir
+
+
+def test_report_tables_and_plots(tmp_path):
+  baseline = _write_run(tmp_path / "baseline_I", "baseline", ["I"], noise=2.5, seed=1)
+  mvkt = _write_run(tmp_path / "mvkt_I", "mvkt", ["I"], noise=1.0, seed=2)
+  mvkt_ii = _write_run(tmp_path / "mvkt_II", "mvkt", ["II"], noise=1.2, seed=3)
+  out = tmp_path / "out"
+  report.main(
+    ["--workdirs", str(mvkt), str(mvkt_ii), "--baseline", str(baseline), "--out", str(out)]
+    + ["--n-boot", "100"]
+  )
+  text = (out / "report.md").read_text()
+  assert "| mvkt | I | resnet1d | " in text
+  assert "| mvkt | II | resnet1d | " in text
+  assert "| baseline | I | resnet1d | " in text
+  assert f"{DATASET} AUC | ACC | F1 |" in text
+  assert "| Method | Leads | Backbone | NORM | MI | STTC | Macro F1 |" in text
+  # The much better MVKT run beats the baseline: its AUC difference interval lies above 0.
+  paired_row = "| mvkt | I | resnet1d | baseline (I, resnet1d) | "
+  delta_auc = next(line for line in text.splitlines() if line.startswith(paired_row))
+  delta_auc = delta_auc.split("|")[5].strip()
+  assert delta_auc.startswith("+") and "[+" in delta_auc
+  slug = "ptbxl_superdiagnostic_100hz"
+  for name in (f"roc_{slug}.png", f"f1_{slug}.png", f"per_lead_{slug}.png"):
+    assert (out / name).stat().st_size > 10_000
+    assert f"({name})" in text
+
+
+def test_folds_are_pooled(tmp_path):
+  for fold in (1, 2):
+    _write_run(tmp_path / "cv" / f"fold_{fold}", "mvkt", ["I"], noise=1.0, seed=fold)
+  run = report.load_run(tmp_path / "cv")
+  assert run.folds == ("fold_1", "fold_2")
+  assert run.scores.shape == (240, 3)
+  assert run.keys[0] == "fold_1/0" and run.keys[-1] == "fold_2/119"
+  out = tmp_path / "out"
+  report.main(["--workdirs", str(tmp_path / "cv"), "--out", str(out), "--n-boot", "50"])
+  assert "pooled over fold_1, fold_2" in (out / "report.md").read_text()
+
+
+def test_missing_results_json(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no results.json"):
+    report.main(["--workdirs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+
+
+def test_baseline_on_other_records_or_dataset_is_refused(tmp_path):
+  baseline = _write_run(tmp_path / "baseline", "baseline", ["I"], noise=2.0, seed=1)
+  shifted = _write_run(tmp_path / "shifted", "mvkt", ["I"], noise=1.0, seed=2, index_offset=5)
+  with pytest.raises(ValueError, match="different records"):
+    report.compare_to_baseline(report.load_run(shifted), report.load_run(baseline), 10, 0)
+  other = _write_run(tmp_path / "other", "mvkt", ["I"], noise=1.0, seed=2, dataset="cpsc2018")
+  with pytest.raises(ValueError, match="no --baseline run given for dataset"):
+    report.main(["--workdirs", str(other), "--baseline", str(baseline), "--out", str(tmp_path)])
+  with pytest.raises(ValueError, match="dataset cpsc2018"):
+    report.compare_to_baseline(report.load_run(other), report.load_run(baseline), 10, 0)
+
+
+def test_plot_per_lead_errors(tmp_path):
+  entry = {"method": "mvkt", "dataset": DATASET, "student_leads": ["I"], "test": {"macro_auc": 0.8}}
+  with pytest.raises(ValueError, match="given twice"):
+    report.plot_per_lead([entry, entry], tmp_path / "x.png")
+  with pytest.raises(ValueError, match="several datasets"):
+    report.plot_per_lead([entry, {**entry, "dataset": "cpsc2018"}], tmp_path / "x.png")
