@@ -1,0 +1,1 @@
+"""Benchmarks of lead_kt components (input pipeline speed, ...)."""
