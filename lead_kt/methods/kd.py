@@ -24,9 +24,6 @@ class Kd:
   cfg: ml_collections.ConfigDict
   name: str = "kd"
 
-  def _regressor(self, teacher_map) -> HintRegressor:
-    return HintRegressor(channels=teacher_map.shape[-1], length=teacher_map.shape[-2])
-
   def init(self, rng, batch):
     rng_s, rng_t, rng_r = jax.random.split(rng, 3)
     student_params, stats = self.student.init(rng_s, batch["student"])
@@ -37,7 +34,8 @@ class Kd:
     if self.cfg.kd_variant == "kd_fitnet":
       s_map = self.student.eval_apply(student_params, stats, batch["student"]).feature_maps[-1]
       t_map = self.teacher.frozen_apply(teacher, batch["teacher"]).feature_maps[-1]
-      params["regressor"] = self._regressor(t_map).init(rng_r, s_map)["params"]
+      regressor = HintRegressor(channels=t_map.shape[-1])
+      params["regressor"] = regressor.init(rng_r, s_map, t_map.shape[-2])["params"]
     return params, {"student": stats, "teacher": teacher}
 
   def loss(self, params, state, batch, rng):
@@ -51,7 +49,10 @@ class Kd:
     total = bce + self.cfg.kd_weight * kd
     if self.cfg.kd_variant == "kd_fitnet":
       t_map = t_out.feature_maps[-1]
-      hint = self._regressor(t_map).apply({"params": params["regressor"]}, s_out.feature_maps[-1])
+      regressor = HintRegressor(channels=t_map.shape[-1])
+      hint = regressor.apply(
+        {"params": params["regressor"]}, s_out.feature_maps[-1], t_map.shape[-2]
+      )
       terms["fitnet"] = losses.fitnet(hint, t_map)
       total = total + self.cfg.fitnet_weight * terms["fitnet"]
     elif self.cfg.kd_variant == "kd_at":
