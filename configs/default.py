@@ -43,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 128
   c.num_epochs = 30
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.model = 1
+  c.mesh.model = 1  # model-parallel axis size (1 = pure data parallelism)
+  c.mesh.num_devices = 0  # 0 = every device of every process
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = (

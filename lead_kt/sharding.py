@@ -28,15 +28,20 @@ def initialize_distributed() -> None:
   )
 
 
-def make_mesh(model_parallelism: int = 1) -> jax.sharding.Mesh:
-  """A ``(data, model)`` mesh over every device of every process."""
-  num_devices = jax.device_count()
-  if num_devices % model_parallelism:
-    raise ValueError(f"{num_devices} devices do not split into model axis {model_parallelism}")
+def make_mesh(model_parallelism: int = 1, num_devices: int = 0) -> jax.sharding.Mesh:
+  """A ``(data, model)`` mesh over the first ``num_devices`` devices (0 = every device)."""
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise ValueError(f"mesh.num_devices = {num_devices}, but only {len(devices)} devices exist")
+    devices = devices[:num_devices]
+  if len(devices) % model_parallelism:
+    raise ValueError(f"{len(devices)} devices do not split into model axis {model_parallelism}")
   return jax.make_mesh(
-    (num_devices // model_parallelism, model_parallelism),
+    (len(devices) // model_parallelism, model_parallelism),
     (DATA_AXIS, MODEL_AXIS),
     axis_types=(AxisType.Auto, AxisType.Auto),
+    devices=devices,
   )
 
 

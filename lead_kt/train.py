@@ -100,7 +100,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
   start_time = time.time()
   workdir.mkdir(parents=True, exist_ok=True)
   info = input_pipeline.dataset_info(config.data)
-  mesh = sharding.make_mesh(config.mesh.model)
+  mesh = sharding.make_mesh(config.mesh.model, config.mesh.num_devices)
   sharding.check_batch_size(config.batch_size, mesh)
   sharding.check_batch_size(config.eval_batch_size, mesh)
   _check_or_write_identity(config, info, workdir)
@@ -262,8 +262,8 @@ def _make_train_step(method, tx, schedule):
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
 
     def keep_good(new, old):
       # A non-finite step leaves the state as it was; the host stops the run at its next check.

@@ -1,0 +1,29 @@
+"""Tiny, fast configs of the real trainer on the bundled PTB-XL sample (shared by trainer tests)."""
+
+from configs import baseline, kd, mvkt, teacher
+
+CONFIGS = {"teacher": teacher, "baseline": baseline, "mvkt": mvkt, "kd": kd}
+
+
+def tiny_config(method: str, data_dir: str, **overrides):
+  """``method``'s config shrunk to seconds: a narrow fcn_wang, 2 epochs, batch 32, 2.5 s crops."""
+  c = CONFIGS[method].get_config()
+  c.data.data_dir = data_dir
+  for net in (c.student, c.teacher):
+    net.backbone = "fcn_wang"
+    net.kwargs.filters = (16, 32, 16)
+  c.batch_size = 32
+  c.eval_batch_size = 512
+  c.num_epochs = 2
+  c.log_every_steps = 4
+  c.checkpoint.async_save = False
+  if method == "mvkt":
+    c.clt.num_negatives = 64
+    c.clt.embed_dim = 16
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return c
