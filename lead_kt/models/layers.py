@@ -1,0 +1,140 @@
+"""Building blocks shared by the backbones (channels-last, ``[batch, time, channels]``).
+
+Why flax.linen: ``module.apply`` is a pure function of explicit pytrees (``params`` and
+``batch_stats``), so the trainer can shard, donate and checkpoint them as plain arrays without any
+module surgery, and each method's pure ``loss(params, state, batch, rng)`` maps onto it directly.
+
+Batch normalisation needs no ``axis_name``: the trainer jits over global arrays sharded on the batch
+axis, so a mean over the batch axis already spans every device.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# fastai's init_cnn: PyTorch's kaiming_normal_ (an untruncated normal, std sqrt(2 / fan_in)).
+conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+class BatchNorm(nn.Module):
+  """Batch norm over all axes but the last, with statistics in float32 (also in bfloat16 mode).
+
+  Same parameters (``scale``, ``bias``), collection (``batch_stats``: ``mean``, ``var``) and
+  semantics as ``nn.BatchNorm(momentum=0.9, epsilon=1e-5)`` (PyTorch's momentum 0.1), but the mean
+  and the mean of squares come from one pass over the input, which is faster on CPU.
+  """
+
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  scale_init: Callable = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """``x`` [..., C] -> [..., C] in ``dtype``, normalised by batch (train) or running stats."""
+    channels = x.shape[-1]
+    scale = self.param("scale", self.scale_init, (channels,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
+    if train:
+      mean, var = _moments(x)
+      if not self.is_initializing():
+        keep = self.momentum
+        running_mean.value = keep * running_mean.value + (1.0 - keep) * mean
+        running_var.value = keep * running_var.value + (1.0 - keep) * var
+    else:
+      mean, var = running_mean.value, running_var.value
+    multiplier = scale * jax.lax.rsqrt(var + self.epsilon)
+    shift = bias - mean * multiplier
+    return x.astype(self.dtype) * multiplier.astype(self.dtype) + shift.astype(self.dtype)
+
+
+def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-channel mean and biased variance of ``x`` [..., C] in float32, from one reduction."""
+  x = x.astype(jnp.float32)
+  axes = tuple(range(x.ndim - 1))
+  count = x.size // x.shape[-1]
+  total, total_sq = jax.lax.reduce(
+    (x, jnp.square(x)),
+    (jnp.float32(0), jnp.float32(0)),
+    lambda a, b: (a[0] + b[0], a[1] + b[1]),
+    axes,
+  )
+  mean = total / count
+  return mean, jnp.maximum(total_sq / count - jnp.square(mean), 0.0)
+
+
+class ConvBN(nn.Module):
+  """Bias-free convolution -> BatchNorm -> optional ReLU (fastai's ConvLayer, PyTorch padding).
+
+  The padding is ``(k - 1) // 2`` on both sides, as the reference PyTorch networks use, so a stride
+  ``s`` maps length ``T`` to ``(T + 2 * ((k - 1) // 2) - k) // s + 1``.
+  """
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  relu: bool = True
+  zero_scale: bool = False  # fastai's BatchZero: the block's last BN starts as a zero gate
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """``x`` [B, T, C_in] -> [B, T', features]."""
+    pad = (self.kernel_size - 1) // 2
+    x = nn.Conv(
+      self.features,
+      (self.kernel_size,),
+      strides=(self.strides,),
+      padding=[(pad, pad)],
+      use_bias=False,
+      kernel_init=conv_init,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+    )(x)
+    scale_init = nn.initializers.zeros if self.zero_scale else nn.initializers.ones
+    x = BatchNorm(dtype=self.dtype, scale_init=scale_init)(x, train)
+    return nn.relu(x) if self.relu else x
+
+
+def materialize(x: jax.Array, anchor: jax.Array) -> jax.Array:
+  """Returns ``x`` unchanged, but as a value XLA computes once instead of inside each consumer.
+
+  XLA:CPU would otherwise re-evaluate a residual block's elementwise tail (BN, add, ReLU) inside
+  every fusion that reads the block output, which made training ~2.5x slower. A division is not
+  duplicated into consumers, and a divisor of 1.0 built from a runtime value (``anchor``, any
+  parameter) cannot be folded away. (``lax.optimization_barrier`` is stripped on CPU.)
+  """
+  one = 1.0 + 0.0 * jax.lax.stop_gradient(anchor.reshape(-1)[0]).astype(x.dtype)
+  return x / one
+
+
+def concat_pool(x: jax.Array, max_first: bool = True) -> jax.Array:
+  """``[B, T, C]`` -> ``[B, 2C]``: global max and average over time, concatenated."""
+  pools = [jnp.max(x, axis=1), jnp.mean(x, axis=1)]
+  return jnp.concatenate(pools if max_first else pools[::-1], axis=-1)
+
+
+class BenchmarkHead(nn.Module):
+  """The PTB-XL benchmark head after pooling: BN -> Dropout(0.25) -> Dense(128) -> ReLU -> BN ->
+  Dropout(0.5) -> Dense(C). ``[B, F]`` -> logits ``[B, C]`` (float32)."""
+
+  num_classes: int
+  hidden: int = 128
+  dropout_rates: tuple[float, float] = (0.25, 0.5)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: jax.Array, train: bool) -> jax.Array:
+    dense = lambda width: nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)
+    first_rate, second_rate = self.dropout_rates
+    x = BatchNorm(dtype=self.dtype)(features, train)
+    x = nn.Dropout(first_rate, deterministic=not train)(x)
+    x = nn.relu(dense(self.hidden)(x))
+    x = BatchNorm(dtype=self.dtype)(x, train)
+    x = nn.Dropout(second_rate, deterministic=not train)(x)
+    return dense(self.num_classes)(x).astype(jnp.float32)
