@@ -1,0 +1,63 @@
+"""Sweeps: the planned runs of the cross-validation and per-lead configs, and a tiny real fold."""
+
+import json
+
+import pytest
+from etils import epath
+from train_helpers import tiny_config
+
+from configs import crossval, per_lead
+from lead_kt import sweep
+
+
+def test_crossval_plan_trains_one_teacher_per_fold_first():
+  runs = sweep.plan(crossval.get_config(), epath.Path("/runs/cv"))
+  assert len(runs) == 30
+  names = [(name, str(path)) for name, path, _ in runs[:3]]
+  assert names == [
+    ("teacher", "/runs/cv/teacher/fold_1"),
+    ("baseline", "/runs/cv/baseline/fold_1"),
+    ("mvkt", "/runs/cv/mvkt/fold_1"),
+  ]
+  for name, path, config in runs:
+    fold = config.data.cv_test_fold
+    assert path.name == f"fold_{fold}"
+    assert config.method == name
+    if name == "mvkt":
+      assert config.teacher.checkpoint == f"/runs/cv/teacher/fold_{fold}"
+  assert sorted({c.data.cv_test_fold for _, _, c in runs}) == list(range(1, 11))
+
+
+def test_per_lead_plan_covers_every_lead_for_both_methods():
+  runs = sweep.plan(per_lead.get_config(), epath.Path("/runs/pl"))
+  assert runs[0][0] == "teacher" and str(runs[0][1]) == "/runs/pl/teacher"
+  students = runs[1:]
+  assert len(students) == 24
+  assert {c.data.student_leads for _, _, c in students} == {
+    (lead,) for lead in per_lead.default.ALL_LEADS
+  }
+  assert {str(p) for n, p, _ in students if n == "mvkt_aVR"} == {"/runs/pl/mvkt_aVR"}
+  assert all(
+    c.teacher.checkpoint == "/runs/pl/teacher" for n, _, c in students if n.startswith("mvkt")
+  )
+
+
+def test_unknown_method_in_a_sweep_fails_before_any_run():
+  config = crossval.get_config()
+  config.sweep.methods = ("baseline", "magic")
+  with pytest.raises(ValueError, match="unknown method 'magic'"):
+    sweep.plan(config, epath.Path("/runs/x"))
+
+
+def test_a_cross_validation_fold_runs_and_is_not_repeated(tmp_path):
+  config = tiny_config("baseline", str(tmp_path / "tfds"), num_epochs=1)
+  config.sweep = crossval.get_config().sweep
+  config.sweep.methods, config.sweep.folds = ("baseline",), (3,)
+  summary = sweep.run_sweep(config, str(tmp_path / "cv"))
+  results = json.loads((tmp_path / "cv" / "baseline" / "fold_3" / "results.json").read_text())
+  assert results["config"]["data"]["cv_test_fold"] == 3
+  # Fold 3 as test, fold 4 as validation: about a tenth of the 390 labelled records each.
+  assert 25 <= results["split_sizes"]["test"] <= 55 and results["split_sizes"]["train"] > 280
+  assert summary[0]["test_macro_auc"] == results["test"]["macro_auc"]
+  again = sweep.run_sweep(config, str(tmp_path / "cv"))
+  assert again == summary
