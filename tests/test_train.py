@@ -174,3 +174,30 @@ def test_workdir_of_an_incompatible_run_is_refused(mvkt_run, data_dir):
   config.student.backbone = "resnet1d_wang"
   with pytest.raises(train.ConfigError, match="another run's checkpoints"):
     train.train_and_evaluate(config, str(workdir / "teacher"))
+
+
+@pytest.mark.parametrize(
+  ("method", "override"),
+  [
+    ("kd", {"kd_variant": "kd"}),
+    ("kd", {"kd_variant": "kd_fitnet"}),
+    ("kd", {"kd_variant": "kd_at"}),
+    ("mvkt", {"clt.memory": "queue", "clt.queue_size": 128}),
+    ("mvkt", {"clt.negatives": "other_class", "mkd.variant": "reference_code"}),
+  ],
+)
+def test_transfer_variants_train_from_a_given_teacher(
+  mvkt_run, data_dir, tmp_path, method, override
+):
+  workdir, _ = mvkt_run
+  config = tiny_config(method, data_dir, num_epochs=1, **override)
+  config.teacher.checkpoint = str(workdir / "teacher")
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "teacher").exists()  # the given teacher is used, none is trained
+  assert 0.0 <= results["test"]["macro_auc"] <= 1.0
+  expected_term = {"kd": "kd", "mvkt": "clt"}[method]
+  expected_term = {"kd_fitnet": "fitnet", "kd_at": "at"}.get(
+    override.get("kd_variant"), expected_term
+  )
+  events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").glob("events.out.*"))
+  assert f"train/{expected_term}".encode() in events  # the method's own loss term was logged

@@ -81,7 +81,6 @@ class Mvkt:
         clt_cfg.num_negatives,
         state["memory"],
         mode=clt_cfg.negatives,
-        labels=batch["label"],
       )
       clt, new_memory, aux = memory.clt_loss(
         state["memory"],
