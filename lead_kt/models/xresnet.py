@@ -36,8 +36,7 @@ class BottleneckBlock(nn.Module):
     out_width = self.hidden * self.expansion
     y = ConvBN(self.hidden, 1, dtype=self.dtype)(x, train)
     y = ConvBN(self.hidden, self.kernel_size, self.strides, dtype=self.dtype)(y, train)
-    last = ConvBN(out_width, 1, relu=False, zero_scale=True, dtype=self.dtype)
-    y = last(y, train)
+    y = ConvBN(out_width, 1, relu=False, zero_scale=True, dtype=self.dtype)(y, train)
     identity = x
     if self.strides != 1:
       # PyTorch's AvgPool1d(2, ceil_mode=True): a last, partial window averages what it covers.
@@ -48,10 +47,10 @@ class BottleneckBlock(nn.Module):
         strides=(self.strides,),
         padding=[(0, overhang)],
         count_include_pad=False,
-      )
+      ).astype(x.dtype)  # the window counts are float32
     if identity.shape[-1] != out_width:
       identity = ConvBN(out_width, 1, relu=False, dtype=self.dtype)(identity, train)
-    return materialize(nn.relu(y + identity), last.variables["params"]["BatchNorm_0"]["bias"])
+    return materialize(nn.relu(y + identity), self.variables["params"])
 
 
 class XResNet1d(nn.Module):
