@@ -1,4 +1,5 @@
-"""Cross-validated comparison of the teacher (12 leads), the baseline and MVKT (lead I).
+"""Cross-validated comparison on the bundled sample: the teacher (12 leads), the baseline, MVKT and
+feature reconstruction (lead I).
 
 Each strat_fold in turn is the test split (the next fold validation, the rest train): on the
 400-record bundled sample the official split's 53 test records are too few to separate methods.
@@ -7,13 +8,18 @@ Run with ``python -m lead_kt.sweep --config=configs/crossval.py --workdir=runs/c
 
 import ml_collections
 
-from configs import mvkt
+from configs import feature_recon, mvkt
 
 
 def get_config():
   c = mvkt.get_config()
+  recon = feature_recon.get_config()
+  for field in ("recon_weight", "recon", "fusion", "mkd_weight"):
+    c[field] = recon[field]
   c.sweep = ml_collections.ConfigDict()
-  c.sweep.methods = ("teacher", "baseline", "mvkt")
+  c.sweep.methods = ("teacher", "baseline", "mvkt", "feature_recon")
   c.sweep.leads = ()
   c.sweep.folds = tuple(range(1, 11))
+  # Feature reconstruction's extractor is the multi-scale CNN-Transformer (its method's design).
+  c.sweep.overrides = {"feature_recon": (("student.backbone", "cnn_transformer"),)}
   return c

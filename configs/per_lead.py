@@ -16,4 +16,5 @@ def get_config():
   c.sweep.methods = ("baseline", "mvkt")
   c.sweep.leads = default.ALL_LEADS
   c.sweep.folds = ()
+  c.sweep.overrides = {}
   return c

@@ -4,9 +4,10 @@
   python -m lead_kt.sweep --config=configs/per_lead.py --workdir=runs/per_lead
 
 ``config.sweep`` says what to vary: ``methods`` (teacher, baseline, mvkt, kd, ...), ``leads`` (one
-single-lead student per lead; empty = the config's ``data.student_leads``) and ``folds`` (each
+single-lead student per lead; empty = the config's ``data.student_leads``), ``folds`` (each
 fold k in turn as test, fold k % 10 + 1 as validation, the rest train; empty = the official
-split). One 12-lead teacher is trained per fold into ``WORKDIR/teacher[/fold_k]`` and every transfer
+split) and ``overrides`` (per method, (dotted field, value) pairs set on its runs only). One
+12-lead teacher is trained per fold into ``WORKDIR/teacher[/fold_k]`` and every transfer
 method of that fold distils from it. Runs land in ``WORKDIR/<method>[_<lead>][/fold_k]``, which
 ``python -m lead_kt.report --workdirs WORKDIR/*`` reads (folds pooled). A finished run is not
 repeated; an interrupted one resumes from its checkpoint.
@@ -45,6 +46,7 @@ def plan(config, workdir: epath.Path) -> list[tuple[str, epath.Path, object]]:
       for lead in tuple(sweep.leads) or (None,):
         name = method if lead is None else f"{method}_{lead}"
         run_config = _with(config, method=method, fold=fold, lead=lead)
+        _override(run_config, config.sweep.get("overrides", {}).get(method, ()))
         if method in methods.TRANSFER_METHODS:
           run_config.teacher.checkpoint = str(teacher_dir)
         runs.append((name, workdir / name / fold_dir, run_config))
@@ -61,6 +63,18 @@ def _with(config, method=None, fold=None, lead=None):
     if lead is not None:
       c.data.student_leads = (lead,)
   return c
+
+
+def _override(config, fields) -> None:
+  """Sets ``fields``, pairs of a dotted name and a value, on ``config``."""
+  for key, value in fields:
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"sweep override {key!r} names no field of the config")
+    node[leaf] = value
 
 
 def run_sweep(config, workdir: str) -> list[dict]:

@@ -12,19 +12,22 @@ from lead_kt import sweep
 
 def test_crossval_plan_trains_one_teacher_per_fold_first():
   runs = sweep.plan(crossval.get_config(), epath.Path("/runs/cv"))
-  assert len(runs) == 30
-  names = [(name, str(path)) for name, path, _ in runs[:3]]
+  assert len(runs) == 40
+  names = [(name, str(path)) for name, path, _ in runs[:4]]
   assert names == [
     ("teacher", "/runs/cv/teacher/fold_1"),
     ("baseline", "/runs/cv/baseline/fold_1"),
     ("mvkt", "/runs/cv/mvkt/fold_1"),
+    ("feature_recon", "/runs/cv/feature_recon/fold_1"),
   ]
   for name, path, config in runs:
     fold = config.data.cv_test_fold
     assert path.name == f"fold_{fold}"
     assert config.method == name
-    if name == "mvkt":
+    if name in ("mvkt", "feature_recon"):
       assert config.teacher.checkpoint == f"/runs/cv/teacher/fold_{fold}"
+    expected = "cnn_transformer" if name == "feature_recon" else "fcn_wang"
+    assert config.student.backbone == expected
   assert sorted({c.data.cv_test_fold for _, _, c in runs}) == list(range(1, 11))
 
 
