@@ -8,6 +8,7 @@ Only process 0 writes.
 import time
 
 import jax
+import numpy as np
 from absl import logging
 from clu import metrics as clu_metrics
 from etils import epath
@@ -42,7 +43,8 @@ class RunLogger:
     if self._writer is None:
       return
     for key, value in scalars.items():
-      self._writer.add_scalar(f"{prefix}/{key}", float(value), step)
+      if np.ndim(value) == 0 and value is not None:
+        self._writer.add_scalar(f"{prefix}/{key}", float(value), step)
     self._writer.flush()
 
   def train(self, step: int, epoch: int, scalars: dict) -> None:

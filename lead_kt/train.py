@@ -8,6 +8,7 @@ split, evaluates the test split once with it and writes ``WORKDIR/results.json``
 import copy
 import functools
 import json
+import os
 import shutil
 import time
 from typing import Any, NamedTuple
@@ -58,11 +59,11 @@ class ConfigError(ValueError):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Runs ``config`` in ``workdir``; returns the results, or None when stopped by preemption."""
   methods.validate(config)
-  workdir = epath.Path(workdir).expanduser()
+  workdir = _absolute(workdir)
   if config.method not in methods.TRANSFER_METHODS:
     return _run(config, workdir)
   if config.teacher.checkpoint:
-    return _run(config, workdir, teacher_dir=epath.Path(config.teacher.checkpoint).expanduser())
+    return _run(config, workdir, teacher_dir=_absolute(config.teacher.checkpoint))
   teacher_results = _run(teacher_config(config), workdir / "teacher")
   if teacher_results is None:
     return None
@@ -75,6 +76,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       shutil.rmtree(workdir / "predictions")
     shutil.copytree(workdir / "student" / "predictions", workdir / "predictions")
   return results
+
+
+def _absolute(path: str) -> epath.Path:
+  """Orbax wants absolute paths; cloud paths (gs://...) are absolute already."""
+  path = str(path)
+  return epath.Path(path if "://" in path else os.path.abspath(os.path.expanduser(path)))
 
 
 def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -133,7 +140,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
   ckpts = checkpoint.RunCheckpoints(
     str(workdir), config.checkpoint.keep_latest, config.checkpoint.async_save
   )
-  progress = {"best_score": -1.0, "best_epoch": 0, "best_step": 0, "history": []}
+  progress = {"best_score": None, "best_epoch": 0, "best_step": 0, "history": []}
   if ckpts.latest_step() is not None:
     state, data_state, progress = ckpts.restore(abstract)
     train_iter.set_state(data_state)
@@ -186,7 +193,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
         progress["history"].append({"epoch": epoch, "step": step, **scores})
         run_log.write(step, scores, "validation")
         logging.info("[%s] epoch %d validation %s", config.method, epoch, _fmt(scores))
-        if score > progress["best_score"]:
+        if progress["best_score"] is None or score > progress["best_score"]:
           progress.update(best_score=score, best_epoch=epoch, best_step=step)
           ckpts.save_best(step, {"params": state.params, "method_state": state.method_state})
         ckpts.save(step, state, train_iter.get_state(), progress)
@@ -230,6 +237,8 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
           index=np.arange(len(outputs.labels)),
         )
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    if hasattr(method, "write_figures"):
+      method.write_figures(config, workdir)
   logging.info(
     "[%s] best epoch %d: validation %s; test %s",
     config.method,
@@ -373,7 +382,8 @@ def _summaries(val: SplitOutputs, test: SplitOutputs, class_names: list) -> dict
 
 
 def _fmt(scores: dict) -> str:
-  return ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items()))
+  shown = {k: v for k, v in scores.items() if isinstance(v, int | float)}
+  return ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
 
 
 def _identity(config, num_classes: int) -> dict:
