@@ -5,6 +5,7 @@ per-step values are accumulated with clu.metrics on the device and fetched once 
 Only process 0 writes.
 """
 
+import logging as std_logging
 import time
 
 import jax
@@ -12,6 +13,17 @@ import numpy as np
 from absl import logging
 from clu import metrics as clu_metrics
 from etils import epath
+
+
+class _QuietLibraries(std_logging.Filter):
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or "lead_kt" in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Keeps the console to lead_kt's own progress: other libraries' INFO lines (Orbax logs every
+  save and restore step) are dropped; their warnings and errors still show."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 def metrics_collection(names) -> type[clu_metrics.Collection]:

@@ -3,7 +3,6 @@
 python -m lead_kt.main --config=configs/mvkt.py --workdir=runs/mvkt [--config.key=value ...]
 """
 
-import logging as std_logging
 import os
 
 from absl import app, flags, logging
@@ -21,19 +20,12 @@ _MULTIPROCESS = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config"])
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Keeps the console to lead_kt's own progress: other libraries' INFO lines (Orbax logs every
-  save and restore step) are dropped; their warnings and errors still show."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or "lead_kt" in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  from lead_kt import sharding, train
+  from lead_kt import logger, sharding, train
+
+  logger.quiet_library_logs()
 
   if _MULTIPROCESS.value:
     sharding.initialize_distributed()

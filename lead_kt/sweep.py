@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from lead_kt import methods, train
+from lead_kt import logger, methods, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` section.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep's runs.")
@@ -109,6 +109,7 @@ def run_sweep(config, workdir: str) -> list[dict]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logger.quiet_library_logs()
   run_sweep(_CONFIG.value, _WORKDIR.value)
 
 
