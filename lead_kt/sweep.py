@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from lead_kt import logger, methods, train
+from lead_kt import config_fields, logger, methods, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` section.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep's runs.")
@@ -46,7 +46,7 @@ def plan(config, workdir: epath.Path) -> list[tuple[str, epath.Path, object]]:
       for lead in tuple(sweep.leads) or (None,):
         name = method if lead is None else f"{method}_{lead}"
         run_config = _with(config, method=method, fold=fold, lead=lead)
-        _override(run_config, config.sweep.get("overrides", {}).get(method, ()))
+        config_fields.set_fields(run_config, config.sweep.get("overrides", {}).get(method, ()))
         if method in methods.TRANSFER_METHODS:
           run_config.teacher.checkpoint = str(teacher_dir)
         runs.append((name, workdir / name / fold_dir, run_config))
@@ -63,18 +63,6 @@ def _with(config, method=None, fold=None, lead=None):
     if lead is not None:
       c.data.student_leads = (lead,)
   return c
-
-
-def _override(config, fields) -> None:
-  """Sets ``fields``, pairs of a dotted name and a value, on ``config``."""
-  for key, value in fields:
-    node = config
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    if leaf not in node:
-      raise ValueError(f"sweep override {key!r} names no field of the config")
-    node[leaf] = value
 
 
 def run_sweep(config, workdir: str) -> list[dict]:

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import feature_recon as feature_recon_config
-from lead_kt import methods
+from lead_kt import config_fields, methods
 from lead_kt.methods import feature_recon
 from lead_kt.models.feature_recon import CrossAttentionFusion
 
@@ -28,9 +28,7 @@ def _config(**overrides):
   c.teacher.kwargs.update(filters=(8, 8, 12))  # D_t = 24
   c.recon.update(d_model=16, num_layers=1, num_heads=2, mlp_dim=32, dropout=0.0)
   c.fusion.update(num_heads=2, mlp_dim=32, dropout=0.0)
-  for key, value in overrides.items():
-    section, _, field = key.rpartition(".")
-    (c[section] if section else c)[field] = value
+  config_fields.set_fields(c, overrides.items())
   return c
 
 

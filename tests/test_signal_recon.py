@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from configs import signal_recon as signal_recon_config
-from lead_kt import fidelity, methods
+from lead_kt import config_fields, fidelity, methods
 from lead_kt.methods import signal_recon
 from lead_kt.models.vae import SignalVAE, kl_divergence
 
@@ -25,9 +25,7 @@ def _config(**overrides):
   c.vae.update(channels=(8, 16, 16), num_res_blocks=1, latent_channels=4, num_groups=4)
   c.teacher.backbone = "fcn_wang"
   c.teacher.kwargs.filters = (8, 16, 8)
-  for key, value in overrides.items():
-    section, _, field = key.rpartition(".")
-    (c[section] if section else c)[field] = value
+  config_fields.set_fields(c, overrides.items())
   return c
 
 

@@ -1,6 +1,7 @@
 """Tiny, fast configs of the real trainer on the bundled PTB-XL sample (shared by trainer tests)."""
 
 from configs import baseline, kd, mvkt, teacher
+from lead_kt import config_fields
 
 CONFIGS = {"teacher": teacher, "baseline": baseline, "mvkt": mvkt, "kd": kd}
 
@@ -20,10 +21,5 @@ def tiny_config(method: str, data_dir: str, **overrides):
   if method == "mvkt":
     c.clt.num_negatives = 64
     c.clt.embed_dim = 16
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  config_fields.set_fields(c, overrides.items())
   return c
