@@ -555,6 +555,8 @@ def _read_csv(path: str, fs: float | None) -> Record:
       encoding="utf-8",
       skip_blank_lines=False,
     )
+  except pd.errors.EmptyDataError:
+    raise EcgReadError(f"{path}: the record has no samples (a header row only)") from None
   except Exception as error:
     raise EcgReadError(f"{path}: cannot parse the CSV rows ({error})") from error
   filled = np.flatnonzero(table.notna().any(axis=1).to_numpy())

@@ -5,6 +5,7 @@ import shutil
 import warnings
 
 import numpy as np
+import pyedflib
 import pytest
 import wfdb
 
@@ -202,3 +203,126 @@ def test_read_records_keeps_order_and_raises_the_first_bad_record(tmp_path, num_
       records.append(record)
   assert [record.fs for record in records] == [500.0, 100.0, 500.0]
   assert records[2].path.endswith("A1980.mat")
+
+
+# --- CSV and EDF (issue 9) ---
+
+
+def _write_csv(path: pathlib.Path, header: str, rows: np.ndarray, delimiter: str = ",") -> None:
+  lines = [header] + [delimiter.join(repr(float(v)) for v in row) for row in rows]
+  path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_reads_csv_with_units_spellings_and_a_time_column(tmp_path, delimiter):
+  reference = ecg_io.read_record(FIXTURES / "00001_lr")
+  columns = np.column_stack(
+    [np.arange(1000) / 100, reference.signal[:, 0], reference.signal[:, 3] * 1000]
+  )
+  header = delimiter.join(["time", '"Lead I"', "AVR (uV)"])
+  _write_csv(tmp_path / "r.csv", header, columns, delimiter)
+  record = ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+  assert record.lead_names == ("I", "aVR") and record.fs == 100.0
+  assert record.path == str(tmp_path / "r.csv")
+  np.testing.assert_allclose(record.signal, reference.signal[:, [0, 3]], rtol=1e-6, atol=1e-7)
+
+
+def test_csv_single_column_and_trailing_blank_lines(tmp_path):
+  (tmp_path / "r.csv").write_text("V1 [mV]\n0.5\n-0.25\n1\n\n\n")
+  record = ecg_io.read_record(tmp_path / "r.csv", csv_fs=250)
+  assert record.lead_names == ("V1",)
+  np.testing.assert_array_equal(record.signal[:, 0], [0.5, -0.25, 1.0])
+
+
+@pytest.mark.parametrize(
+  "text, pattern",
+  [
+    ("0.1,0.2\n0.3,0.4\n", r"r\.csv: the CSV file has no header row of lead names"),
+    ("I,II\n0.1,0.2\n0.3,abc\n", r"r\.csv: row 3, column 'II': 'abc' is not a number"),
+    ("I\n0.1\n\n0.3\n", r"r\.csv: 1 NaN/Inf samples \(first at sample 1, lead I\)"),
+    ("I,I\n0.1,0.2\n", r"r\.csv: duplicate lead names"),
+    ("I (furlong)\n0.1\n", r"r\.csv: unsupported physical unit 'furlong'"),
+    ("time\n0.1\n", r"r\.csv: the CSV header names no ECG lead"),
+    ("I\n", r"r\.csv: the record has no samples"),
+  ],
+)
+def test_invalid_csv_is_rejected(tmp_path, text, pattern):
+  (tmp_path / "r.csv").write_text(text)
+  with pytest.raises(ecg_io.EcgReadError, match=pattern):
+    ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+
+
+def test_csv_needs_a_sampling_rate(tmp_path):
+  (tmp_path / "r.csv").write_text("I\n0.1\n")
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.csv: a CSV file has no sampling rate"):
+    ecg_io.read_record(tmp_path / "r.csv")
+
+
+def _edf_header(label, dimension, fs, extreme):
+  return pyedflib.highlevel.make_signal_header(
+    label, dimension=dimension, sample_frequency=fs, physical_min=-extreme, physical_max=extreme
+  )
+
+
+def test_reads_edf_leads_in_microvolts_and_ignores_other_channels(tmp_path):
+  reference = ecg_io.read_record(FIXTURES / "00001_hr")
+  signals = [reference.signal[:, 1] * 1000.0, reference.signal[:, 6] * 1000.0, np.zeros(5000)]
+  headers = [
+    _edf_header("ECG II", "uV", 500, 5000),
+    _edf_header("EKG V1", "uV", 500, 5000),
+    _edf_header("Resp", "", 500, 1),
+  ]
+  pyedflib.highlevel.write_edf(
+    str(tmp_path / "r.edf"), [s.astype(np.float64) for s in signals], headers
+  )
+  record = ecg_io.read_record(tmp_path / "r.edf")
+  assert record.lead_names == ("II", "V1") and record.fs == 500.0
+  assert record.meta["ignored_channels"] == ("Resp",)
+  step = 10.0 / 65535  # mV per digital step of a +-5000 uV range.
+  np.testing.assert_allclose(record.signal, reference.signal[:, [1, 6]], atol=step)
+  with pytest.raises(ecg_io.EcgReadError, match=r"lead I is not in the record .*ignored|Resp"):
+    ecg_io.select_leads(record, ["I"])
+
+
+def test_edf_with_mixed_rates_is_rejected(tmp_path):
+  headers = [_edf_header("I", "mV", 100, 5), _edf_header("II", "mV", 250, 5)]
+  pyedflib.highlevel.write_edf(str(tmp_path / "r.edf"), [np.zeros(1000), np.zeros(2500)], headers)
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.edf: .*different sampling rates"):
+    ecg_io.read_record(tmp_path / "r.edf")
+
+
+def test_unreadable_edf_is_rejected(tmp_path):
+  (tmp_path / "r.edf").write_bytes(b"0       not an EDF header" * 20)
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.edf: cannot read the EDF file"):
+    ecg_io.read_record(tmp_path / "r.edf")
+
+
+def test_unsupported_file_type_is_rejected(tmp_path):
+  (tmp_path / "r.json").write_text("{}")
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.json: unsupported file type '\.json'"):
+    ecg_io.read_record(tmp_path / "r.json")
+
+
+@pytest.mark.parametrize(
+  "name, canonical", [("ECG II", "II"), ("EKG aVL", "aVL"), ("ecg_v3", "V3")]
+)
+def test_normalize_lead_name_takes_edf_labels(name, canonical):
+  assert ecg_io.normalize_lead_name(name) == canonical
+
+
+def test_find_records_lists_each_record_once(tmp_path):
+  _copy_record(tmp_path, "00001_lr")
+  _copy_record(tmp_path, "HR00001", extensions=(".hea", ".mat"))
+  (tmp_path / "sub").mkdir()
+  shutil.copy(FIXTURES / "A1980.mat", tmp_path / "sub" / "A1980.mat")
+  (tmp_path / "sub" / "r.csv").write_text("I\n0\n")
+  (tmp_path / "notes.txt").write_text("")
+  found = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in ecg_io.find_records(tmp_path)]
+  assert found == ["00001_lr.hea", "HR00001.hea", "sub/A1980.mat", "sub/r.csv"]
+
+
+def test_reject_flat_leads_names_them():
+  signal = np.stack([np.sin(np.arange(100.0)), np.full(100, 0.3), np.zeros(100)], axis=1)
+  with pytest.raises(ecg_io.EcgReadError, match=r"rec: lead II, V1 is flat"):
+    ecg_io.reject_flat_leads(signal, ("I", "II", "V1"), "rec")
+  ecg_io.reject_flat_leads(signal[:, :1], ("I",), "rec")  # A varying lead passes.

@@ -1,0 +1,437 @@
+"""Predictions of a trained run on ECG recordings from disk.
+
+python -m lead_kt.predict --workdir=RUN --input PATH [PATH ...] [--output out.csv|out.json]
+    [--csv_fs HZ]
+
+RUN is a finished run directory (a transfer method's top directory or its `student/` both work).
+PATH is a record (WFDB `.hea` + signal file, Challenge `.hea` + `.mat`, CPSC2018 `.mat`, `.csv`,
+`.edf`/`.bdf`; see `lead_kt.ecg_io`) or a directory searched for records. Without --output the
+table goes to stdout as CSV. A record that cannot be used gets no prediction: its row carries the
+reason in `error`, the message goes to stderr and the exit status is 1.
+
+Each record goes through the trainer's own evaluation path: the leads the model reads are picked by
+name (any spelling), resampled to the run's rate (polyphase), normalised with the run's statistics
+(`normalization.json`), cut into the run's test-time windows (crop_len, stride) and the windows'
+probabilities aggregated as in evaluation (max or mean); the yes/no decisions use the per-class
+thresholds chosen on the validation split (results.json, test.thresholds). On a PTB-XL record the
+probabilities equal the trainer's for that record (tests/test_predict.py).
+
+Refused with `ecg_io.EcgReadError` (or a subclass) and a message naming the file: unreadable or
+invalid records (see ecg_io), NaN/Inf samples, a lead the model needs that the record lacks, a flat
+lead among those, an implausible sampling rate, and a record shorter than half a window. A record
+shorter than a window but at least half of one is padded as the pipeline pads (the padding is 0
+after normalisation) and a `ShortRecordWarning` says so. Run directories that are unfinished, from
+an incompatible run or with corrupt checkpoints raise `RunDirError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import functools
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lead_kt import checkpoint, ecg_io, methods
+from lead_kt.data.normalization import Normalizer
+from lead_kt.data.windows import aggregate_windows, sliding_windows
+
+# Sampling rates outside this range (Hz) are header errors, not ECG recorders.
+PLAUSIBLE_FS = (25.0, 20_000.0)
+# A record shorter than this fraction of a window is refused (mostly padding, no real evidence).
+MIN_WINDOW_FRACTION = 0.5
+_SMALLEST_BATCH = 8
+
+
+class RunDirError(ecg_io.EcgReadError, checkpoint.CheckpointError):
+  """A run directory that cannot serve predictions (unfinished, incompatible or corrupt)."""
+
+
+class ShortRecordError(ecg_io.EcgReadError):
+  """A record shorter than MIN_WINDOW_FRACTION of the model's window."""
+
+
+class ShortRecordWarning(UserWarning):
+  """A record shorter than one window, zero-padded (after normalisation) as in evaluation."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """The input contract of a trained run.
+
+  input_leads: the leads the network reads, in the order of the input's last axis.
+  student_leads: the run's student leads (a subset of input_leads except for signal_recon).
+  fs: the model's sampling rate (Hz); crop_len, stride: window length and step in samples;
+  aggregate: "max" or "mean" over a record's windows; thresholds: float [C], per class, chosen on
+  validation; mean, inv_std: float32 [len(input_leads)], the run's normalisation for those leads.
+  """
+
+  method: str
+  class_names: tuple[str, ...]
+  input_leads: tuple[str, ...]
+  student_leads: tuple[str, ...]
+  fs: float
+  crop_len: int
+  stride: int
+  aggregate: str
+  thresholds: np.ndarray
+  mean: np.ndarray
+  inv_std: np.ndarray
+
+
+def resolve_run_dir(workdir: str | os.PathLike) -> str:
+  """The directory holding the model: `workdir`, or `workdir/student` for a transfer method's top
+  directory (which holds the summary but no checkpoint of its own)."""
+  workdir = os.fspath(workdir)
+  student = os.path.join(workdir, "student")
+  if not os.path.isdir(os.path.join(workdir, "best")) and os.path.isfile(
+    os.path.join(student, "results.json")
+  ):
+    return student
+  return workdir
+
+
+def model_input_leads(config: ml_collections.ConfigDict, student_leads: Sequence[str]):
+  """The leads the run's network reads: all twelve for a teacher run, the kept leads for
+  signal_recon (its VAE reads the 12-lead array with the others zeroed), else the student's."""
+  if config.method == "teacher":
+    return ecg_io.STANDARD_LEADS
+  if config.method == "signal_recon":
+    from lead_kt.methods.signal_recon import kept_lead_indices
+
+    return tuple(ecg_io.STANDARD_LEADS[i] for i in kept_lead_indices(config.kept_leads))
+  return tuple(ecg_io.normalize_lead_name(name) for name in student_leads)
+
+
+class Predictor:
+  """A trained run, ready to predict on recordings.
+
+  Loads results.json, normalization.json and the best checkpoint of `workdir` once; the network is
+  compiled for batches of `batch_size` windows (longer records take several batches).
+  """
+
+  def __init__(self, workdir: str | os.PathLike, batch_size: int = 64):
+    self.run_dir = resolve_run_dir(workdir)
+    self.batch_size = batch_size
+    results = _read_json(self.run_dir, "results.json")
+    normalizer = self._normalizer()
+    try:
+      self.config = ml_collections.ConfigDict(results["config"])
+      num_classes = len(results["class_names"])
+      num_train = int(results["split_sizes"]["train"])
+      # Labels for picking negatives matter to the training loss only: any of the right length do.
+      first_labels = np.zeros(num_train, np.int32)
+      self.method = methods.create(self.config, num_classes, num_train, first_labels)
+      self.spec = _model_spec(self.config, results, normalizer)
+    except (KeyError, TypeError, ValueError) as error:
+      raise RunDirError(
+        f"{self.run_dir}: results.json does not describe a usable run ({error!r})"
+      ) from error
+    self.params, self.state = self._restore()
+    self._logits = jax.jit(functools.partial(window_logits, self.method, self.spec))
+
+  def predict_signal(
+    self, signal: np.ndarray, lead_names: Sequence[str], fs: float, name: str = "signal"
+  ) -> np.ndarray:
+    """Class probabilities float64 [C] of one recording: signal [T, L] in mV, its L lead names
+    (any spelling, any order; leads the model does not read are ignored), fs in Hz. `name` is
+    what error messages call the recording."""
+    signal = np.asarray(signal, np.float32)
+    if signal.ndim != 2 or signal.shape[1] != len(lead_names):
+      raise ecg_io.EcgReadError(
+        f"{name}: signal shape {signal.shape} does not match {len(lead_names)} lead names"
+      )
+    leads = tuple(ecg_io.normalize_lead_name(lead) for lead in lead_names)
+    record = ecg_io.make_record(signal, leads, float(fs), name, {})
+    return self._record_probs(record)[0]
+
+  def predict_record(self, path: str | os.PathLike, csv_fs: float | None = None) -> dict[str, Any]:
+    """Reads and predicts one record. Returns `file`, `leads` (those used), `fs_in`, `fs_out`,
+    `num_windows`, `probabilities` {class: float} and `decisions` {class: bool}."""
+    record = ecg_io.read_record(path, csv_fs=csv_fs)
+    probs, num_windows = self._record_probs(record)
+    names = self.spec.class_names
+    return {
+      "file": os.fspath(path),
+      "leads": list(self.spec.input_leads),
+      "fs_in": record.fs,
+      "fs_out": self.spec.fs,
+      "num_windows": num_windows,
+      "probabilities": {name: float(p) for name, p in zip(names, probs, strict=True)},
+      "decisions": {
+        name: bool(p >= t) for name, p, t in zip(names, probs, self.spec.thresholds, strict=True)
+      },
+    }
+
+  def model_windows(self, record: ecg_io.Record) -> np.ndarray:
+    """The record's test-time windows as the model takes them: float32 [N, crop_len, L_in] in mV
+    at the model's rate (a short record padded with the normalisation mean, i.e. 0 once
+    normalised)."""
+    spec = self.spec
+    signal = ecg_io.select_leads(record, spec.input_leads)
+    ecg_io.reject_flat_leads(signal, spec.input_leads, record.path)
+    if not PLAUSIBLE_FS[0] <= record.fs <= PLAUSIBLE_FS[1]:
+      raise ecg_io.EcgReadError(
+        f"{record.path}: implausible sampling rate {record.fs:g} Hz (expected "
+        f"{PLAUSIBLE_FS[0]:g} to {PLAUSIBLE_FS[1]:g} Hz)"
+      )
+    signal = ecg_io.resample(signal, record.fs, spec.fs)
+    length = len(signal)
+    if length < MIN_WINDOW_FRACTION * spec.crop_len:
+      raise ShortRecordError(
+        f"{record.path}: {length} samples at {spec.fs:g} Hz ({length / spec.fs:.2f} s) is shorter "
+        f"than half the model's window of {spec.crop_len} samples ({spec.crop_len / spec.fs:.2f} s)"
+      )
+    if length < spec.crop_len:
+      warnings.warn(
+        f"{record.path}: {length} samples at {spec.fs:g} Hz, shorter than the model's window of "
+        f"{spec.crop_len}; padded as in evaluation",
+        ShortRecordWarning,
+        stacklevel=3,
+      )
+      padding = np.broadcast_to(spec.mean, (spec.crop_len - length, len(spec.mean)))
+      signal = np.concatenate([signal, padding]).astype(np.float32)
+    _, starts = sliding_windows(np.array([length]), spec.crop_len, spec.stride)
+    return np.stack([signal[start : start + spec.crop_len] for start in starts])
+
+  def window_logits(self, windows: np.ndarray) -> np.ndarray:
+    """float32 [N, C] logits of windows [N, crop_len, L_in] (mV), in batches of at most
+    batch_size, each padded to a power of two (few compiled shapes, little wasted work)."""
+    chunks = []
+    for first in range(0, len(windows), self.batch_size):
+      chunk = windows[first : first + self.batch_size]
+      size = min(self.batch_size, max(_SMALLEST_BATCH, 1 << (len(chunk) - 1).bit_length()))
+      padded = np.zeros((size, *chunk.shape[1:]), np.float32)
+      padded[: len(chunk)] = chunk
+      chunks.append(np.asarray(self._logits(self.params, self.state, padded))[: len(chunk)])
+    return np.concatenate(chunks)
+
+  def _record_probs(self, record: ecg_io.Record) -> tuple[np.ndarray, int]:
+    windows = self.model_windows(record)
+    # Sigmoid in float64 on the host, then aggregation: exactly as the trainer's evaluation.
+    probs = 1.0 / (1.0 + np.exp(-self.window_logits(windows).astype(np.float64)))
+    zeros = np.zeros(len(windows), np.int64)
+    aggregated = aggregate_windows(probs, zeros, np.ones(len(windows)), 1, self.spec.aggregate)
+    return aggregated[0], len(windows)
+
+  def _normalizer(self) -> Normalizer:
+    values = _read_json(self.run_dir, "normalization.json")
+    try:
+      return Normalizer.from_dict(values)
+    except (KeyError, TypeError, ValueError) as error:
+      raise RunDirError(f"{self.run_dir}/normalization.json: invalid ({error})") from error
+
+  def _restore(self):
+    """The best checkpoint's params and method state, on the first device."""
+    spec = self.spec
+    batch = _example_batch(spec, len(spec.class_names), int(self.config.batch_size))
+    abstract = jax.eval_shape(self.method.init, jax.random.PRNGKey(0), batch)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract
+    )
+    target = {"params": abstract[0], "method_state": abstract[1]}
+    try:
+      restored = checkpoint.load_best_model(self.run_dir, target)
+    except Exception as error:  # Orbax and tensorstore raise many kinds for damaged files.
+      raise RunDirError(
+        f"{self.run_dir}: cannot load the best checkpoint into the {self.config.method} / "
+        f"{self.config.student.backbone} network that results.json describes: {error}"
+      ) from error
+    return restored["params"], restored["method_state"]
+
+
+def window_logits(method, spec: ModelSpec, params, state, windows: jax.Array) -> jax.Array:
+  """The run's network on raw windows: float32 [B, crop_len, L_in] in mV -> logits [B, C].
+
+  Normalises with the run's statistics, puts the input leads into their places of the 12-lead
+  `teacher` view (other leads 0) and cuts the `student` view from it, as the pipeline does.
+  """
+  x = (windows.astype(jnp.float32) - spec.mean) * spec.inv_std
+  # Each of the 12 columns takes its input lead, or the appended zero column (a static gather).
+  with_zeros = jnp.concatenate([x, jnp.zeros_like(x[..., :1])], axis=-1)
+  source = [
+    spec.input_leads.index(lead) if lead in spec.input_leads else len(spec.input_leads)
+    for lead in ecg_io.STANDARD_LEADS
+  ]
+  teacher = with_zeros[..., np.array(source)]
+  student_columns = np.array([ecg_io.STANDARD_LEADS.index(lead) for lead in spec.student_leads])
+  batch = {
+    "teacher": teacher,
+    "student": teacher[..., student_columns],
+    "label": jnp.zeros((x.shape[0], len(spec.class_names)), jnp.float32),
+    "index": jnp.zeros(x.shape[:1], jnp.int32),
+    "mask": jnp.ones(x.shape[:1], jnp.float32),
+  }
+  return method.predict(params, state, batch)["logits"].astype(jnp.float32)
+
+
+def _model_spec(config, results: dict, normalizer: Normalizer) -> ModelSpec:
+  class_names = tuple(results["class_names"])
+  student_leads = tuple(ecg_io.normalize_lead_name(name) for name in results["student_leads"])
+  input_leads = model_input_leads(config, student_leads)
+  thresholds = results["test"].get("thresholds")
+  if not isinstance(thresholds, dict) or set(thresholds) != set(class_names):
+    raise ValueError("test.thresholds (per class, chosen on validation) are missing")
+  dataset_facts = functools.cache(lambda: _dataset_facts(config))  # Only if results lack them.
+  crop_len = (
+    int(config.data.crop_len)
+    or int(results.get("crop_len", 0))
+    or dataset_facts()[1]
+    or _dataset_crop_len(config)
+  )
+  columns = [ecg_io.STANDARD_LEADS.index(lead) for lead in input_leads]
+  per_lead = len(normalizer.mean) == len(ecg_io.STANDARD_LEADS)
+  mean = normalizer.mean[columns] if per_lead else np.repeat(normalizer.mean, len(columns))
+  std = normalizer.std[columns] if per_lead else np.repeat(normalizer.std, len(columns))
+  return ModelSpec(
+    method=config.method,
+    class_names=class_names,
+    input_leads=input_leads,
+    student_leads=student_leads,
+    fs=float(results.get("sampling_rate") or dataset_facts()[0]),
+    crop_len=crop_len,
+    stride=int(config.data.eval_stride) or max(crop_len // 2, 1),
+    aggregate=str(config.data.eval_aggregate),
+    thresholds=np.array([thresholds[name] for name in class_names], np.float64),
+    mean=mean.astype(np.float32),
+    # As Normalizer.apply: subtract the mean, multiply by the float32 reciprocal.
+    inv_std=(1.0 / std).astype(np.float32),
+  )
+
+
+def _dataset_facts(config) -> tuple[float, int | None]:
+  """The run's sampling rate and record length (None when lengths vary) from its dataset's builder
+  code (nothing is read or prepared), or from a dataset registered in memory (tests)."""
+  import tensorflow_datasets as tfds
+
+  import data_builders  # noqa: F401  (registers the builders)
+  from lead_kt.data import catalog
+
+  try:
+    builder = tfds.builder(config.data.name)
+    return float(builder.builder_config.sampling_rate), builder.info.features["ecg"].shape[0]
+  except (tfds.core.DatasetNotFoundError, ValueError, AttributeError):
+    info = catalog.open_source(config.data).info
+    return float(info.sampling_rate), info.record_length
+
+
+def _dataset_crop_len(config) -> int:
+  """Whole records of varying length (data.crop_len = 0): the window is the longest training
+  record, which only the dataset knows; it must be at hand."""
+  from lead_kt import input_pipeline
+
+  return input_pipeline.dataset_info(config.data).crop_len
+
+
+def _example_batch(spec: ModelSpec, num_classes: int, batch_size: int) -> dict:
+  """A batch of the training shapes (only shapes matter: it feeds `method.init` abstractly)."""
+  shape = (batch_size, spec.crop_len)
+  return {
+    "teacher": jax.ShapeDtypeStruct((*shape, len(ecg_io.STANDARD_LEADS)), jnp.float32),
+    "student": jax.ShapeDtypeStruct((*shape, len(spec.student_leads)), jnp.float32),
+    "label": jax.ShapeDtypeStruct((batch_size, num_classes), jnp.float32),
+    "index": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+    "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+  }
+
+
+def _read_json(run_dir: str, name: str) -> dict:
+  path = os.path.join(run_dir, name)
+  if not os.path.isfile(path):
+    raise RunDirError(f"{path} is missing: is {run_dir} a finished lead_kt run?")
+  try:
+    with open(path) as json_file:
+      return json.load(json_file)
+  except (OSError, ValueError) as error:
+    raise RunDirError(f"{path}: cannot read it ({error})") from error
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+  """Records named by `paths`: files as given, directories searched (ecg_io.find_records)."""
+  found = []
+  for path in paths:
+    found.extend(ecg_io.find_records(path) if os.path.isdir(path) else [path])
+  return found
+
+
+def predict_files(
+  predictor: Predictor, paths: Sequence[str], csv_fs: float | None = None, progress: bool = True
+) -> list[dict[str, Any]]:
+  """predict_record for each path; a record that fails gets `error` (the message) instead."""
+  from tqdm import tqdm
+
+  rows = []
+  for path in tqdm(paths, unit="record", disable=not progress or len(paths) < 2, file=sys.stderr):
+    try:
+      rows.append({**predictor.predict_record(path, csv_fs=csv_fs), "error": ""})
+    except ecg_io.EcgReadError as error:
+      rows.append({"file": path, "error": str(error)})
+  return rows
+
+
+def write_rows(rows: list[dict[str, Any]], class_names: Sequence[str], out) -> None:
+  """CSV: file, leads, fs_in, fs_out, num_windows, p_<class>..., <class> (0/1)..., error."""
+  fields = ["file", "leads", "fs_in", "fs_out", "num_windows"]
+  fields += [f"p_{name}" for name in class_names] + list(class_names) + ["error"]
+  writer = csv.DictWriter(out, fieldnames=fields)
+  writer.writeheader()
+  for row in rows:
+    flat = {key: row.get(key, "") for key in fields[:5] + ["error"]}
+    if not row["error"]:
+      flat["leads"] = " ".join(row["leads"])
+      for name in class_names:
+        flat[f"p_{name}"] = f"{row['probabilities'][name]:.6f}"
+        flat[name] = int(row["decisions"][name])
+    writer.writerow(flat)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+    prog="python -m lead_kt.predict", description=__doc__.split("\n")[0]
+  )
+  parser.add_argument("--workdir", required=True, help="a finished run directory")
+  parser.add_argument("--input", nargs="+", required=True, help="records or directories")
+  parser.add_argument("--output", help="out.csv or out.json (default: CSV to stdout)")
+  parser.add_argument("--csv_fs", type=float, help="sampling rate (Hz) of CSV inputs")
+  args = parser.parse_args(argv)
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
+  if args.output and os.path.splitext(args.output)[1].lower() not in (".csv", ".json"):
+    parser.error(f"--output must end in .csv or .json, got {args.output}")
+  try:
+    predictor = Predictor(args.workdir)
+  except RunDirError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  paths = expand_inputs(args.input)
+  if not paths:
+    print(f"error: no records found in {' '.join(args.input)}", file=sys.stderr)
+    return 1
+  rows = predict_files(predictor, paths, args.csv_fs)
+  for row in rows:
+    if row["error"]:
+      print(f"error: {row['error']}", file=sys.stderr)
+  if args.output and args.output.lower().endswith(".json"):
+    with open(args.output, "w") as out:
+      json.dump(rows, out, indent=2)
+  elif args.output:
+    with open(args.output, "w", newline="") as out:
+      write_rows(rows, predictor.spec.class_names, out)
+  else:
+    write_rows(rows, predictor.spec.class_names, sys.stdout)
+  return 1 if any(row["error"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,200 @@
+"""lead_kt.predict on a tiny real run (tests/run_fixture.py) and real PTB-XL / CPSC records."""
+
+import csv
+import json
+import os
+import pathlib
+import shutil
+
+import ml_collections
+import numpy as np
+import pyedflib
+import pytest
+import run_fixture
+
+from lead_kt import ecg_io, predict
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def run_dir():
+  return run_fixture.tiny_run()
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir):
+  return predict.Predictor(run_dir)
+
+
+def probabilities(result: dict) -> np.ndarray:
+  return np.array(list(result["probabilities"].values()))
+
+
+def write_csv(path, columns: dict[str, np.ndarray], delimiter=",") -> None:
+  with open(path, "w", newline="") as out:
+    writer = csv.writer(out, delimiter=delimiter)
+    writer.writerow(columns)
+    writer.writerows(zip(*[[repr(float(v)) for v in c] for c in columns.values()], strict=True))
+
+
+def write_edf(path, channels: dict[str, np.ndarray], fs, dimension="uV", scale=1000.0) -> None:
+  """An EDF+ file of the channels (mV arrays, stored times `scale` in `dimension`), with the
+  16-bit range spanning the signals (finest steps)."""
+  signals = [np.asarray(values, np.float64) * scale for values in channels.values()]
+  extreme = float(np.ceil(max(np.abs(s).max() for s in signals))) + 1
+  headers = [
+    pyedflib.highlevel.make_signal_header(
+      label, dimension=dimension, sample_frequency=fs, physical_min=-extreme, physical_max=extreme
+    )
+    for label in channels
+  ]
+  pyedflib.highlevel.write_edf(str(path), signals, headers)
+
+
+def test_predictions_equal_the_trainers_evaluation_on_ptbxl_test_records(run_dir, predictor):
+  reference = np.load(os.path.join(run_dir, "predictions", "test.npz"))
+  paths = run_fixture.ptbxl_test_records(run_dir)
+  assert len(paths) == len(reference["scores"]) > 10
+  predicted = np.stack([probabilities(predictor.predict_record(path)) for path in paths])
+  # The same windows, normalisation and aggregation; only float32 summation order may differ.
+  np.testing.assert_allclose(predicted, reference["scores"], rtol=0, atol=1e-6)
+  assert predicted.std(axis=0).min() > 1e-3  # Records get different scores.
+
+
+def test_predict_record_reports_leads_rates_and_validation_threshold_decisions(run_dir, predictor):
+  result = predictor.predict_record(FIXTURES / "00001_lr")
+  results = json.loads((pathlib.Path(run_dir) / "results.json").read_text())
+  assert result["file"].endswith("00001_lr")
+  assert result["leads"] == ["I"]
+  assert result["fs_in"] == result["fs_out"] == 100.0
+  assert result["num_windows"] == 7  # 1000 samples, windows of 250 every 125.
+  assert list(result["probabilities"]) == results["class_names"]
+  thresholds = results["test"]["thresholds"]
+  for name, probability in result["probabilities"].items():
+    assert 0.0 < probability < 1.0
+    assert result["decisions"][name] == (probability >= thresholds[name])
+
+
+def test_one_recording_in_every_format_gets_the_same_prediction(tmp_path, predictor):
+  wfdb_500 = predictor.predict_record(FIXTURES / "00001_hr")
+  challenge = predictor.predict_record(FIXTURES / "HR00001.mat")
+  np.testing.assert_array_equal(probabilities(challenge), probabilities(wfdb_500))
+
+  record = ecg_io.read_record(FIXTURES / "00001_hr")
+  lead_i, lead_ii = record.signal[:, 0], record.signal[:, 1]
+  write_csv(tmp_path / "r.csv", {"time": np.arange(5000) / 500, "II": lead_ii, "Lead I": lead_i})
+  from_csv = predictor.predict_record(tmp_path / "r.csv", csv_fs=500)
+  np.testing.assert_allclose(probabilities(from_csv), probabilities(wfdb_500), atol=1e-6)
+
+  write_edf(tmp_path / "r.edf", {"ECG II": lead_ii, "ECG I": lead_i}, fs=500)
+  from_edf = predictor.predict_record(tmp_path / "r.edf")
+  # EDF stores 16-bit samples (here steps of about 0.1 uV).
+  np.testing.assert_allclose(probabilities(from_edf), probabilities(wfdb_500), atol=5e-4)
+  assert from_edf["fs_in"] == 500.0 and from_edf["fs_out"] == 100.0
+
+
+def test_500hz_input_is_resampled_to_the_models_rate(predictor):
+  high = ecg_io.read_record(FIXTURES / "00001_hr")
+  probs = predictor.predict_signal(high.signal, high.lead_names, high.fs)
+  resampled = ecg_io.resample(high.signal, 500, 100)
+  np.testing.assert_array_equal(probs, predictor.predict_signal(resampled, high.lead_names, 100))
+  # PTB-XL's own 100 Hz version of the record was downsampled differently: close, not equal.
+  low = predictor.predict_record(FIXTURES / "00001_lr")
+  np.testing.assert_allclose(probs, probabilities(low), atol=0.05)
+
+
+def test_predict_signal_takes_any_lead_order_and_spelling(predictor):
+  record = ecg_io.read_record(FIXTURES / "00001_lr")
+  expected = probabilities(predictor.predict_record(FIXTURES / "00001_lr"))
+  columns = record.signal[:, [6, 3, 0]]  # V1, aVR, I
+  probs = predictor.predict_signal(columns, ["v1", "AVR", "Lead I"], 100)
+  np.testing.assert_array_equal(probs, expected)
+  assert probs.shape == (len(predictor.spec.class_names),)
+
+
+def test_cpsc_record_of_any_length_is_windowed(predictor):
+  result = predictor.predict_record(FIXTURES / "A1980.mat")
+  length = len(ecg_io.resample(ecg_io.read_record(FIXTURES / "A1980.mat").signal, 500, 100))
+  assert result["num_windows"] == -(-(length - 250) // 125) + 1
+  assert all(0.0 < p < 1.0 for p in result["probabilities"].values())
+
+
+def test_cli_writes_csv_and_json_and_reports_bad_records(tmp_path, run_dir, predictor, capsys):
+  inputs = tmp_path / "inputs"
+  inputs.mkdir()
+  for name in ("00001_lr.hea", "00001_lr.dat", "A1980.mat"):
+    shutil.copy(FIXTURES / name, inputs / name)
+  (inputs / "bad.csv").write_text("Resp\n1\n2\n")
+  out_csv, out_json = tmp_path / "out.csv", tmp_path / "out.json"
+  argv = ["--workdir", run_dir, "--input", str(inputs), "--csv_fs", "100"]
+  assert predict.main([*argv, "--output", str(out_csv)]) == 1
+  assert "bad.csv: unknown ECG lead name 'Resp'" in capsys.readouterr().err
+  rows = list(csv.DictReader(out_csv.open()))
+  assert [os.path.basename(row["file"]) for row in rows] == ["00001_lr.hea", "A1980.mat", "bad.csv"]
+  expected = predictor.predict_record(FIXTURES / "00001_lr")
+  for name, probability in expected["probabilities"].items():
+    assert float(rows[0][f"p_{name}"]) == pytest.approx(probability, abs=1e-6)
+    assert rows[0][name] == str(int(expected["decisions"][name]))
+  assert rows[0]["leads"] == "I" and rows[0]["error"] == "" and rows[2]["p_NORM"] == ""
+  assert (
+    predict.main(
+      ["--workdir", run_dir, "--input", str(inputs / "A1980.mat"), "--output", str(out_json)]
+    )
+    == 0
+  )
+  (row,) = json.loads(out_json.read_text())
+  assert (
+    row["fs_in"] == 500.0
+    and row["error"] == ""
+    and set(row["decisions"]) == set(expected["decisions"])
+  )
+
+
+def test_a_transfer_runs_top_directory_resolves_to_its_student(tmp_path, run_dir):
+  shutil.copytree(run_dir, tmp_path / "student")
+  shutil.copy(tmp_path / "student" / "results.json", tmp_path / "results.json")
+  assert predict.resolve_run_dir(tmp_path) == str(tmp_path / "student")
+  assert predict.resolve_run_dir(run_dir) == run_dir
+  result = predict.Predictor(tmp_path).predict_record(FIXTURES / "00001_lr")
+  assert result["leads"] == ["I"]
+
+
+@pytest.mark.parametrize(
+  "method, extra, expected",
+  [
+    ("teacher", {}, ecg_io.STANDARD_LEADS),
+    ("baseline", {}, ("II", "aVR")),
+    ("mvkt", {}, ("II", "aVR")),
+    ("signal_recon", {"kept_leads": ("v5", "II")}, ("II", "V5")),
+  ],
+)
+def test_model_input_leads_by_method(method, extra, expected):
+  config = ml_collections.ConfigDict({"method": method, **extra})
+  assert predict.model_input_leads(config, ("ii", "AVR")) == expected
+
+
+def test_predict_signal_refuses_arrays_that_do_not_match_their_lead_names(predictor):
+  signal = np.sin(np.arange(1000.0) / 10)[:, None]
+  with pytest.raises(
+    ecg_io.EcgReadError, match=r"watch: signal shape \(1000, 1\) does not match 2"
+  ):
+    predictor.predict_signal(signal, ["I", "II"], 100, name="watch")
+  with pytest.raises(ecg_io.EcgReadError, match=r"watch: 1 NaN/Inf samples"):
+    predictor.predict_signal(
+      np.where(np.arange(1000)[:, None] == 3, np.nan, signal), ["I"], 100, name="watch"
+    )
+
+
+@pytest.mark.parametrize(
+  "name, facts",
+  [
+    ("ptbxl/superdiagnostic_100hz", (100.0, 1000)),
+    ("ptbxl/diagnostic_500hz", (500.0, 5000)),
+    ("icbeb2018/500hz", (500.0, None)),
+  ],
+)
+def test_rate_and_record_length_come_from_builder_code_without_data(tmp_path, name, facts):
+  config = ml_collections.ConfigDict({"data": {"name": name, "data_dir": str(tmp_path / "none")}})
+  assert predict._dataset_facts(config) == facts
+  assert not (tmp_path / "none").exists()  # Nothing was prepared.
