@@ -1,0 +1,228 @@
+"""PyTorch twins of the benchmarked steps, for the side-by-side of ``python -m lead_kt.bench``.
+
+The networks are the PTB-XL benchmark's xresnet1d (``xresnet1d101``: 1,872,261 parameters for 5
+classes and 12 leads; ``xresnet1d50``), channels-first as PyTorch's Conv1d wants ``[B, C, T]``.
+Two steps: the supervised step (BCE, AdamW) of the teacher/baseline, and the MVKT step (BCE +
+multi-label KD from a frozen 12-lead teacher + CRD-style NCE against two memory banks with
+momentum updates). Needs the optional extra ``[torch]`` (``torch==2.13.0``).
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# name -> blocks per stage; every stage 64 wide x expansion 4, kernel 5, stem 32/32/64.
+BACKBONES = {"xresnet1d101": (3, 4, 23, 3), "xresnet1d50": (3, 4, 6, 3)}
+METHODS = ("teacher", "baseline", "mvkt")
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, relu=True, zero=False):
+  """Bias-free Conv1d (padding (k - 1) // 2) -> BatchNorm1d -> optional ReLU."""
+  bn = nn.BatchNorm1d(c_out)
+  nn.init.constant_(bn.weight, 0.0 if zero else 1.0)
+  conv = nn.Conv1d(c_in, c_out, kernel, stride, (kernel - 1) // 2, bias=False)
+  nn.init.kaiming_normal_(conv.weight)
+  return nn.Sequential(conv, bn, nn.ReLU()) if relu else nn.Sequential(conv, bn)
+
+
+class Bottleneck(nn.Module):
+  """conv1x1 -> conv k (strided) -> conv1x1 (zero-gated BN) + identity (AvgPool(2, ceil) when
+  strided, conv1x1 + BN when the width changes), then ReLU. [B, C_in, T] -> [B, 4h, ceil(T/s)]."""
+
+  def __init__(self, c_in: int, hidden: int, stride: int, kernel: int = 5, expansion: int = 4):
+    super().__init__()
+    c_out = hidden * expansion
+    self.body = nn.Sequential(
+      conv_bn(c_in, hidden, 1),
+      conv_bn(hidden, hidden, kernel, stride),
+      conv_bn(hidden, c_out, 1, relu=False, zero=True),
+    )
+    self.pool = nn.AvgPool1d(2, ceil_mode=True) if stride != 1 else nn.Identity()
+    self.project = conv_bn(c_in, c_out, 1, relu=False) if c_in != c_out else nn.Identity()
+
+  def forward(self, x):
+    return F.relu(self.body(x) + self.project(self.pool(x)))
+
+
+class XResNet1d(nn.Module):
+  """Stem -> MaxPool(3, 2, 1) -> bottleneck stages -> concat pool (max, mean) -> benchmark head.
+
+  ``forward(x [B, leads, T])`` returns ``(logits [B, C], features [B, 512])``.
+  """
+
+  def __init__(self, blocks, leads: int, num_classes: int, hidden: int = 64, kernel: int = 5):
+    super().__init__()
+    stem = [conv_bn(leads, 32, kernel, 2), conv_bn(32, 32, kernel), conv_bn(32, 64, kernel)]
+    layers, width = [*stem, nn.MaxPool1d(3, 2, 1)], 64
+    for stage, depth in enumerate(blocks):
+      for i in range(depth):
+        layers.append(Bottleneck(width, hidden, 2 if stage > 0 and i == 0 else 1, kernel))
+        width = hidden * 4
+    self.body = nn.Sequential(*layers)
+    self.head = nn.Sequential(
+      nn.BatchNorm1d(2 * width),
+      nn.Dropout(0.25),
+      nn.Linear(2 * width, 128),
+      nn.ReLU(),
+      nn.BatchNorm1d(128),
+      nn.Dropout(0.5),
+      nn.Linear(128, num_classes),
+    )
+
+  def forward(self, x):
+    x = self.body(x)
+    features = torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
+    return self.head(features), features
+
+
+class EmbedHead(nn.Module):
+  """Dense(F) -> ReLU -> Dense(dim) -> L2 norm, as lead_kt.models.heads.EmbedHead."""
+
+  def __init__(self, features: int, dim: int):
+    super().__init__()
+    self.net = nn.Sequential(nn.Linear(features, features), nn.ReLU(), nn.Linear(features, dim))
+
+  def forward(self, x):
+    return F.normalize(self.net(x), dim=1, eps=1e-12)
+
+
+def build(backbone: str, leads: int, num_classes: int) -> XResNet1d:
+  if backbone not in BACKBONES:
+    raise ValueError(f"torch_ref has no {backbone!r}; known: {', '.join(BACKBONES)}")
+  return XResNet1d(BACKBONES[backbone], leads, num_classes)
+
+
+def trainable_count(module: nn.Module) -> int:
+  return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def mkd_paper(student_logits, teacher_logits, temperature: float = 1.5):
+  """MVKT's MKD (paper variant): T^2 * sum_c KL(q_t || q_s), q = softmax((p, 1 - p) / T)."""
+  p_s, p_t = torch.sigmoid(student_logits), torch.sigmoid(teacher_logits)
+  log_q_s = F.log_softmax(torch.stack([p_s, 1 - p_s], -1) / temperature, -1)
+  log_q_t = F.log_softmax(torch.stack([p_t, 1 - p_t], -1) / temperature, -1)
+  kl = (log_q_t.exp() * (log_q_t - log_q_s)).sum(dim=(-2, -1))
+  return temperature**2 * kl.mean()
+
+
+class ContrastMemory(nn.Module):
+  """CRD's two banks [N, D] with fixed NCE normalisers and momentum updates (no gradient)."""
+
+  def __init__(self, num_items: int, dim: int, negatives: int, temperature=0.07, momentum=0.5):
+    super().__init__()
+    bound = 1.0 / (dim / 3) ** 0.5
+    self.register_buffer("student_bank", torch.rand(num_items, dim) * 2 * bound - bound)
+    self.register_buffer("teacher_bank", torch.rand(num_items, dim) * 2 * bound - bound)
+    self.z = [None, None]
+    self.negatives, self.temperature, self.momentum = negatives, temperature, momentum
+
+  def _nce(self, scores, side: int):
+    num_items = self.student_bank.shape[0]
+    if self.z[side] is None:
+      self.z[side] = (scores.detach().exp().mean() * num_items).item()
+    log_p = scores - float(np.log(self.z[side]))
+    noise = self.negatives / num_items
+    log_den = torch.logaddexp(log_p, torch.full_like(log_p, float(np.log(noise + 1e-7))))
+    positive = log_p[:, 0] - log_den[:, 0]
+    negatives = (float(np.log(noise)) - log_den[:, 1:]).sum(dim=1)
+    return -(positive + negatives).mean()
+
+  def loss(self, s_emb, t_emb, index):
+    """NCE of both sides against K uniform negatives; the anchor's own row first."""
+    batch, num_items = index.shape[0], self.student_bank.shape[0]
+    contrast = torch.cat([index[:, None], torch.randint(num_items, (batch, self.negatives))], 1)
+    s_scores = torch.bmm(self.teacher_bank[contrast], s_emb[:, :, None])[..., 0] / self.temperature
+    t_scores = torch.bmm(self.student_bank[contrast], t_emb[:, :, None])[..., 0] / self.temperature
+    return self._nce(s_scores, 0) + self._nce(t_scores, 1)
+
+  @torch.no_grad()
+  def update(self, s_emb, t_emb, index):
+    for bank, emb in ((self.student_bank, s_emb), (self.teacher_bank, t_emb)):
+      rows = F.normalize(self.momentum * bank[index] + (1 - self.momentum) * emb.detach(), dim=1)
+      bank.index_copy_(0, index, rows)
+
+
+@dataclasses.dataclass
+class TorchStep:
+  """One training step as a closure over its modules, optimiser and a fixed synthetic batch."""
+
+  run: Callable[[], None]
+  num_params: int  # of the trained backbone
+  memory: ContrastMemory | None = None  # the MVKT step's banks
+
+
+def make_step(
+  method: str,
+  backbone: str,
+  batch: dict,
+  num_classes: int,
+  num_train: int,
+  negatives: int,
+  compile_model: bool = False,
+) -> TorchStep:
+  """The ``method`` step on numpy ``batch`` (lead_kt's [B, T, L] layout); ``compile_model`` wraps
+  the networks' and losses' forward in ``torch.compile``."""
+  if method not in METHODS:
+    raise ValueError(f"torch_ref has no {method!r} step; known: {', '.join(METHODS)}")
+  view = "teacher" if method == "teacher" else "student"
+  x = torch.from_numpy(batch[view]).permute(0, 2, 1).contiguous()
+  labels = torch.from_numpy(batch["label"])
+  net = build(backbone, x.shape[1], num_classes)
+  trained = [net]
+  if method == "mvkt":
+    x_teacher = torch.from_numpy(batch["teacher"]).permute(0, 2, 1).contiguous()
+    index = torch.from_numpy(batch["index"]).long()
+    teacher = build(backbone, 12, num_classes).eval().requires_grad_(False)
+    embed_s, embed_t = EmbedHead(512, 128), EmbedHead(512, 128)
+    memory = ContrastMemory(num_train, 128, negatives)
+    trained += [embed_s, embed_t]
+
+    def forward():
+      logits, features = net(x)
+      with torch.no_grad():
+        t_logits, t_features = teacher(x_teacher)
+      s_emb, t_emb = embed_s(features), embed_t(t_features)
+      bce = F.binary_cross_entropy_with_logits(logits, labels)
+      clt = memory.loss(s_emb, t_emb, index)
+      return bce + mkd_paper(logits, t_logits) + 0.8 * clt, (s_emb, t_emb)
+
+    finish = lambda embeddings: memory.update(*embeddings, index)
+  else:
+
+    def forward():
+      logits, _ = net(x)
+      return F.binary_cross_entropy_with_logits(logits, labels), None
+
+    finish, memory = lambda _: None, None
+  params = [p for module in trained for p in module.parameters()]
+  optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-2)
+  compiled_forward = torch.compile(forward) if compile_model else forward
+
+  def run():
+    optimizer.zero_grad(set_to_none=True)
+    loss, extra = compiled_forward()
+    loss.backward()
+    optimizer.step()
+    finish(extra)
+
+  return TorchStep(run, trainable_count(net), memory)
+
+
+def measure(step: TorchStep, warmup: int, timed: int) -> tuple[float, list[float]]:
+  """``(seconds of the first step, seconds of each timed step)`` after ``warmup`` steps."""
+  start = time.perf_counter()
+  step.run()
+  first = time.perf_counter() - start
+  for _ in range(max(0, warmup - 1)):
+    step.run()
+  seconds = []
+  for _ in range(timed):
+    start = time.perf_counter()
+    step.run()
+    seconds.append(time.perf_counter() - start)
+  return first, seconds

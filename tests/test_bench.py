@@ -1,0 +1,164 @@
+"""lead_kt.bench: records, the Markdown table, --compare, the MFU table and the PyTorch twins."""
+
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import bench as bench_config
+from lead_kt.bench import __main__ as bench_cli
+from lead_kt.bench import core, report
+
+_TINY_CASE = "baseline:fcn_wang:8:64:1:float32"
+
+
+def _tiny_config() -> ml_collections.ConfigDict:
+  cfg = bench_config.get_config()
+  cfg.cases = (_TINY_CASE,)
+  cfg.backbone_kwargs = ml_collections.ConfigDict({"fcn_wang": {"filters": (8, 8, 8)}})
+  cfg.warmup_steps = 1
+  cfg.timed_steps = 2
+  cfg.pipeline.seconds = 0.2
+  cfg.pipeline.num_records = 32
+  cfg.torch.enabled = False
+  cfg.scaling.device_counts = ()
+  return cfg
+
+
+def test_tiny_bench_writes_a_record_and_a_table(tmp_path):
+  output = tmp_path / "bench.jsonl"
+  records = bench_cli.run(_tiny_config(), output)
+  lines = output.read_text().splitlines()
+  assert len(lines) == 1 and json.loads(lines[0]) == records[0]
+  record = records[0]
+  assert record["status"] == "ok" and record["spec"] == _TINY_CASE
+  for field in ("jax", "jaxlib", "device_kind", "device_count", "backend", "loadavg", "config"):
+    assert field in record, field
+  assert record["config"]["student"]["backbone"] == "fcn_wang"
+  assert record["config"]["student"]["kwargs"] == {"filters": [8, 8, 8]}
+  assert record["compile_s"] > 0
+  assert record["step_ms"]["n"] == 2 and record["step_ms"]["median"] > 0
+  assert record["samples_per_s"] == pytest.approx(8 / (record["step_ms"]["median"] / 1e3))
+  assert record["samples_per_s_per_device"] == pytest.approx(record["samples_per_s"])
+  assert record["flops_per_step"] > 0
+  assert record["memory"]["temp_size_in_bytes"] > 0
+  assert record["mfu"] is None  # no known peak for a CPU
+  assert record["pipeline_samples_per_s"] > 0
+  assert record["limited_by"] in ("input", "step")
+  table = report.markdown_table(records).splitlines()
+  assert table[0].startswith("| method | backbone |") and len(table) == 3
+  assert table[2].startswith("| baseline | fcn_wang | 8 | 64 x 1 | float32 | 1 |")
+
+
+def test_a_method_that_does_not_import_is_skipped_with_a_note(monkeypatch):
+  def missing(*args):
+    raise ImportError("No module named 'lead_kt.methods.feature_recon'")
+
+  monkeypatch.setattr(core.methods, "create", missing)
+  record = core.measure_case(core.Case.parse(_TINY_CASE), _tiny_config())
+  assert record["status"] == "skipped" and "does not import" in record["note"]
+  assert "skipped" in report.markdown_table([record])
+
+
+def _fake_record(spec: str, samples_per_s: float, temp_bytes: int) -> dict:
+  method, backbone, batch, crop_len, leads, dtype = spec.split(":")
+  return {
+    "spec": spec,
+    "case": {
+      "method": method,
+      "backbone": backbone,
+      "batch": int(batch),
+      "crop_len": int(crop_len),
+      "leads": int(leads),
+      "dtype": dtype,
+    },
+    "status": "ok",
+    "device_kind": "cpu",
+    "device_count": 1,
+    "mesh_devices": 1,
+    "jax": "0.10.2",
+    "samples_per_s": samples_per_s,
+    "step_ms": {"median": 1e3 * int(batch) / samples_per_s},
+    "compile_s": 10.0,
+    "memory": {"temp_size_in_bytes": temp_bytes, "peak_bytes_in_use": None},
+  }
+
+
+def test_compare_prints_ratios_of_the_shared_cases(tmp_path):
+  shared, only_a = "teacher:xresnet1d101:128:250:12:float32", "baseline:fcn_wang:8:250:1:float32"
+  a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+  a.write_text(
+    json.dumps(_fake_record(shared, 100.0, 2**20)) + "\n" + json.dumps(_fake_record(only_a, 5, 1))
+  )
+  b.write_text(json.dumps(_fake_record(shared, 250.0, 2**21)) + "\n")
+  text = report.compare(str(a), str(b))
+  row = next(line for line in text.splitlines() if line.startswith(f"| {shared} |"))
+  # samples/s 2.5x, step time 0.4x, compile 1x, temp memory 2x, no peak memory.
+  assert row == f"| {shared} | 1 | 2.50 | 0.40 | 1.00 | 2.00 | - |"
+  assert only_a in text
+  other = tmp_path / "other.jsonl"
+  other.write_text(json.dumps(_fake_record("baseline:fcn_wang:16:250:1:float32", 1, 1)) + "\n")
+  with pytest.raises(ValueError, match="share no measured case"):
+    report.compare(str(a), str(other))
+
+
+def test_peak_flops_table():
+  assert core.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+  assert core.peak_flops("NVIDIA H100 PCIe", "float32") == 51e12
+  assert core.peak_flops("NVIDIA H200", "float32") == 67e12
+  assert core.peak_flops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312e12
+  assert core.peak_flops("TPU v4", "bfloat16") == 275e12
+  assert core.peak_flops("TPU v5 lite", "bfloat16") == 197e12
+  assert core.peak_flops("TPU v5", "bfloat16") == 459e12
+  assert core.peak_flops("TPU v5p", "bfloat16") == 459e12
+  assert core.peak_flops("TPU v6 lite", "bfloat16") == 918e12
+  assert core.peak_flops("TPU v6 lite", "float32") is None
+  assert core.peak_flops("cpu", "float32") is None
+  with pytest.raises(ValueError, match="unknown dtype"):
+    core.peak_flops("TPU v4", "float16")
+
+
+@pytest.mark.parametrize(
+  "spec, message",
+  [
+    ("baseline:fcn_wang:8:250:1", "expected method:backbone"),
+    ("distill:fcn_wang:8:250:1:float32", "unknown method"),
+    ("baseline:fcn_wang:8:250:1:float16", "unknown dtype"),
+    ("teacher:fcn_wang:8:250:1:float32", "12 for the teacher"),
+    ("baseline:fcn_wang:eight:250:1:float32", "must be integers"),
+  ],
+)
+def test_bad_cases_are_rejected(spec, message):
+  with pytest.raises(ValueError, match=message):
+    core.Case.parse(spec)
+
+
+def test_torch_xresnet1d101_has_the_flax_parameter_count():
+  pytest.importorskip("torch")
+  from lead_kt.bench import torch_ref
+
+  torch_count = torch_ref.trainable_count(torch_ref.build("xresnet1d101", 12, 5))
+  assert torch_count == 1_872_261
+  assert core.backbone_param_count("xresnet1d101", 12, 5, 250) == torch_count
+
+
+def test_torch_mvkt_step_trains_and_updates_the_bank():
+  torch = pytest.importorskip("torch")
+  from lead_kt.bench import torch_ref
+
+  case = core.Case.parse("mvkt:xresnet1d50:4:64:1:float32")
+  batch = core.synthetic_batch(case, num_classes=5, num_train=32)
+  step = torch_ref.make_step("mvkt", "xresnet1d50", batch, 5, num_train=32, negatives=8)
+  bank = step.memory.student_bank.clone()
+  first, seconds = torch_ref.measure(step, warmup=1, timed=1)
+  assert first > 0 and len(seconds) == 1
+  written = torch.from_numpy(batch["index"]).long()
+  untouched = torch.ones(32, dtype=torch.bool)
+  untouched[written] = False
+  assert not torch.allclose(step.memory.student_bank[written], bank[written])
+  assert torch.equal(step.memory.student_bank[untouched], bank[untouched])
+  assert torch.allclose(step.memory.student_bank[written].norm(dim=1), torch.ones(4))
+  assert step.num_params == core.backbone_param_count("xresnet1d50", 1, 5, 64)
+  # MKD vanishes when the student agrees with the teacher.
+  assert np.isclose(float(torch_ref.mkd_paper(torch.ones(2, 5), torch.ones(2, 5))), 0.0)
