@@ -219,6 +219,10 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     "student_leads": list(info.teacher_leads if config.method == "teacher" else info.student_leads),
     "class_names": list(info.class_names),
     "split_sizes": dict(info.split_sizes),
+    # What inference needs to cut a recording as evaluation did (read by lead_kt.predict).
+    "sampling_rate": info.sampling_rate,
+    "crop_len": info.crop_len,
+    "eval_stride": info.eval_stride,
     "best_epoch": progress["best_epoch"],
     "history": progress["history"],
     **_summaries(val, test, list(info.class_names)),
