@@ -8,17 +8,6 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Path to a config file with get_config()."
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir", None, "Run directory (checkpoints, results.json). Default: runs/<config name>."
-)
-_MULTIPROCESS = flags.DEFINE_bool(
-  "multiprocess", False, "Call jax.distributed.initialize() (TPU pod slices, SLURM, multi-node)."
-)
-flags.mark_flags_as_required(["config"])
-
 
 def main(argv):
   if len(argv) > 1:
@@ -27,15 +16,29 @@ def main(argv):
 
   logger.quiet_library_logs()
 
-  if _MULTIPROCESS.value:
+  if flags.FLAGS.multiprocess:
     sharding.initialize_distributed()
-  workdir = _WORKDIR.value
+  workdir = flags.FLAGS.workdir
   if workdir is None:
     config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = os.path.join("runs", config_name)
-  logging.info("workdir %s\n%s", workdir, _CONFIG.value)
-  train.train_and_evaluate(_CONFIG.value, workdir)
+  logging.info("workdir %s\n%s", workdir, flags.FLAGS.config)
+  train.train_and_evaluate(flags.FLAGS.config, workdir)
+
+
+def _define_flags() -> None:
+  # Defined when run as a program only, so importing this module never collides with the flags of
+  # another entry point (lead_kt.sweep, lead_kt.bench) in the same process.
+  config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().")
+  flags.DEFINE_string(
+    "workdir", None, "Run directory (checkpoints, results.json). Default: runs/<config name>."
+  )
+  flags.DEFINE_bool(
+    "multiprocess", False, "Call jax.distributed.initialize() (TPU pod slices, SLURM, multi-node)."
+  )
+  flags.mark_flags_as_required(["config"])
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -23,10 +23,6 @@ from ml_collections import config_flags
 
 from lead_kt import config_fields, logger, methods, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` section.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep's runs.")
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 def plan(config, workdir: epath.Path) -> list[tuple[str, epath.Path, object]]:
   """The runs of the sweep in order: ``(name, run directory, config)``; teachers come first."""
@@ -98,8 +94,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logger.quiet_library_logs()
-  run_sweep(_CONFIG.value, _WORKDIR.value)
+  run_sweep(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+  # Flags are defined here, not at import, so that importing this module (tests, other tools)
+  # never collides with another module's --config flag.
+  config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` section.")
+  flags.DEFINE_string("workdir", None, "Root directory of the sweep's runs.")
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

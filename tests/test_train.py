@@ -2,7 +2,10 @@
 
 import json
 import os
+import pathlib
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -12,6 +15,8 @@ import pytest
 from train_helpers import tiny_config
 
 from lead_kt import checkpoint, optim, train
+
+REPO = pathlib.Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +206,15 @@ def test_transfer_variants_train_from_a_given_teacher(
   )
   events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").glob("events.out.*"))
   assert f"train/{expected_term}".encode() in events  # the method's own loss term was logged
+
+
+def test_command_line_reports_a_bad_backbone_before_training(data_dir, tmp_path):
+  command = [
+    sys.executable, "-m", "lead_kt.main", "--config=configs/baseline.py",
+    f"--workdir={tmp_path}", f"--config.data.data_dir={data_dir}",
+    "--config.student.backbone=resnet9000",
+  ]  # fmt: skip
+  result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode != 0
+  assert "unknown backbone 'resnet9000'" in result.stderr
+  assert not (tmp_path / "checkpoints").exists()
