@@ -21,20 +21,25 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be restored into the configured run."""
 
 
+def absolute_path(path) -> epath.Path:
+  """Orbax wants absolute paths; cloud paths (gs://...) are absolute already."""
+  path = str(path)
+  return epath.Path(path if "://" in path else os.path.abspath(os.path.expanduser(path)))
+
+
 class RunCheckpoints:
   def __init__(self, workdir: str, keep_latest: int, async_save: bool):
     options = ocp.CheckpointManagerOptions(
       max_to_keep=keep_latest, enable_async_checkpointing=async_save, create=True
     )
+    workdir = absolute_path(workdir)
     self.latest = ocp.CheckpointManager(
-      epath.Path(workdir) / "checkpoints", options=options, item_names=("state", "data", "progress")
+      workdir / "checkpoints", options=options, item_names=("state", "data", "progress")
     )
     best_options = ocp.CheckpointManagerOptions(
       max_to_keep=1, enable_async_checkpointing=async_save, create=True
     )
-    self.best = ocp.CheckpointManager(
-      epath.Path(workdir) / "best", options=best_options, item_names=("model",)
-    )
+    self.best = ocp.CheckpointManager(workdir / "best", options=best_options, item_names=("model",))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -101,7 +106,7 @@ def restore_model(manager: ocp.CheckpointManager, abstract_model: dict) -> dict:
 
 def load_best_model(workdir: str, abstract_model: dict) -> dict:
   """The best-by-validation ``{"params", "stats"}`` of another run (e.g. a trained teacher)."""
-  directory = epath.Path(workdir) / "best"
+  directory = absolute_path(workdir) / "best"
   if not directory.exists():
     raise CheckpointError(f"{directory} does not exist: is {workdir} a finished lead_kt run?")
   manager = ocp.CheckpointManager(directory, item_names=("model",))

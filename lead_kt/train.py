@@ -8,7 +8,6 @@ split, evaluates the test split once with it and writes ``WORKDIR/results.json``
 import copy
 import functools
 import json
-import os
 import shutil
 import time
 from typing import Any, NamedTuple
@@ -59,11 +58,11 @@ class ConfigError(ValueError):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Runs ``config`` in ``workdir``; returns the results, or None when stopped by preemption."""
   methods.validate(config)
-  workdir = _absolute(workdir)
+  workdir = checkpoint.absolute_path(workdir)
   if config.method not in methods.TRANSFER_METHODS:
     return _run(config, workdir)
   if config.teacher.checkpoint:
-    return _run(config, workdir, teacher_dir=_absolute(config.teacher.checkpoint))
+    return _run(config, workdir, teacher_dir=checkpoint.absolute_path(config.teacher.checkpoint))
   teacher_results = _run(teacher_config(config), workdir / "teacher")
   if teacher_results is None:
     return None
@@ -76,12 +75,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       shutil.rmtree(workdir / "predictions")
     shutil.copytree(workdir / "student" / "predictions", workdir / "predictions")
   return results
-
-
-def _absolute(path: str) -> epath.Path:
-  """Orbax wants absolute paths; cloud paths (gs://...) are absolute already."""
-  path = str(path)
-  return epath.Path(path if "://" in path else os.path.abspath(os.path.expanduser(path)))
 
 
 def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -160,6 +160,14 @@ def test_a_transfer_runs_top_directory_resolves_to_its_student(tmp_path, run_dir
   assert result["leads"] == ["I"]
 
 
+def test_a_relative_workdir_is_accepted(tmp_path, run_dir, predictor, monkeypatch):
+  shutil.copytree(run_dir, tmp_path / "run")
+  monkeypatch.chdir(tmp_path)
+  relative = predict.Predictor("run").predict_record(FIXTURES / "00001_lr")
+  absolute = predictor.predict_record(FIXTURES / "00001_lr")
+  assert relative["probabilities"] == absolute["probabilities"]
+
+
 @pytest.mark.parametrize(
   "method, extra, expected",
   [
