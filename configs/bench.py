@@ -21,7 +21,11 @@ _BACKBONES = (
 )
 
 
-def get_config():
+def get_config(variant: str = ""):
+  """``configs/bench.py`` is the full list; ``configs/bench.py:quick`` runs every method once with
+  small networks (minutes on a CPU), for a first look or a smoke test of a new machine."""
+  if variant not in ("", "quick"):
+    raise ValueError(f"unknown bench variant {variant!r}; known: quick")
   c = ml_collections.ConfigDict()
   c.cases = (
     # The goals of issue 10: the 12-lead teacher step (vs torch.compile), the MVKT step (vs eager).
@@ -41,7 +45,8 @@ def get_config():
   c.timed_steps = 10
   # backbone -> constructor kwargs (e.g. tiny widths in tests); such cases get no PyTorch twin.
   c.backbone_kwargs = ml_collections.ConfigDict()
-  # method -> {dotted run-config field: value}, applied after the method's own config.
+  # method -> ((dotted run-config field, value), ...), applied after the method's own config,
+  # e.g. {"signal_recon": (("vae.channels", (32, 64, 128)),)}.
   c.method_overrides = ml_collections.ConfigDict()
 
   c.pipeline = ml_collections.ConfigDict()
@@ -59,4 +64,18 @@ def get_config():
   c.scaling = ml_collections.ConfigDict()
   c.scaling.case = "mvkt:resnet1d_wang:16:250:1:float32"
   c.scaling.device_counts = (1, 2, 4, 8)
+  if variant == "quick":
+    c.cases = (
+      "teacher:fcn_wang:64:250:12:float32",
+      "baseline:fcn_wang:64:250:1:float32",
+      "mvkt:fcn_wang:64:250:1:float32",
+      "feature_recon:cnn_transformer:64:250:1:float32",
+      "signal_recon:fcn_wang:16:1000:3:float32",
+      "teacher:fcn_wang:64:250:12:bfloat16",
+    )
+    c.method_overrides = ml_collections.ConfigDict(
+      {"signal_recon": (("vae.channels", (32, 64, 128)), ("vae.num_groups", 8))}
+    )
+    c.torch.enabled = False
+    c.scaling.case = "mvkt:fcn_wang:16:250:1:float32"
   return c

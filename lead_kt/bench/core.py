@@ -23,7 +23,7 @@ import jaxlib
 import ml_collections
 import numpy as np
 
-from lead_kt import input_pipeline, logger, methods, models, optim, sharding, train
+from lead_kt import config_fields, input_pipeline, logger, methods, models, optim, sharding, train
 from lead_kt.bench import pipeline_speed
 
 ALL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -125,18 +125,8 @@ def run_config(case: Case, bench_cfg: ml_collections.ConfigDict) -> ml_collectio
       config.student.kwargs = ml_collections.ConfigDict(kwargs.to_dict())
     if case.method == "mvkt":
       config.clt.num_negatives = bench_cfg.num_negatives
-    for field, value in bench_cfg.method_overrides.get(case.method, {}).items():
-      _set_dotted(config, field, value)
+    config_fields.set_fields(config, bench_cfg.method_overrides.get(case.method, ()))
   return config
-
-
-def _set_dotted(config: ml_collections.ConfigDict, field: str, value) -> None:
-  *parents, leaf = field.split(".")
-  for part in parents:
-    config = config[part]
-  if leaf not in config:
-    raise ValueError(f"bench method_overrides: the run config has no field {field!r}")
-  config[leaf] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
 
 
 def backbone_param_count(backbone: str, leads: int, num_classes: int, length: int) -> int:
