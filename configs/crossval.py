@@ -20,6 +20,8 @@ def get_config():
   c.sweep.methods = ("teacher", "baseline", "mvkt", "feature_recon")
   c.sweep.leads = ()
   c.sweep.folds = tuple(range(1, 11))
-  # Feature reconstruction's extractor is the multi-scale CNN-Transformer (its method's design).
-  c.sweep.overrides = {"feature_recon": (("student.backbone", "cnn_transformer"),)}
+  # Feature reconstruction's extractor is the multi-scale CNN-Transformer (its method's design),
+  # with the smaller learning rate of configs/feature_recon.py.
+  recon_overrides = (("student.backbone", "cnn_transformer"), ("optimizer.learning_rate", 1e-3))
+  c.sweep.overrides = {"feature_recon": recon_overrides}
   return c
