@@ -31,8 +31,9 @@ _RECORDS = flags.DEFINE_integer(
 )
 _CPSC_DIR = flags.DEFINE_string(
   "cpsc_dir",
-  "/work/shared/data/cpsc2018/original_mat",
-  "manual_dir for icbeb2018/500hz; skipped when missing",
+  str(pathlib.Path(data_builders.__file__).parent / "icbeb2018" / "dummy_data" / "original_mat"),
+  "manual_dir for icbeb2018/500hz (default: the builder's 10 real test records); skipped when "
+  "missing",
 )
 
 FULL_PTBXL_RECORDS = 21_799
