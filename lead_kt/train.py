@@ -186,12 +186,13 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
         progress["history"].append({"epoch": epoch, "step": step, **scores})
         run_log.write(step, scores, "validation")
         logging.info("[%s] epoch %d validation %s", config.method, epoch, _fmt(scores))
-        if progress["best_score"] is None or score > progress["best_score"]:
+        if _improves(score, progress["best_score"]):
           progress.update(best_score=score, best_epoch=epoch, best_step=step)
           ckpts.save_best(step, {"params": state.params, "method_state": state.method_state})
         ckpts.save(step, state, train_iter.get_state(), progress)
-      elif preemption.requested(step):
-        ckpts.save(step, state, train_iter.get_state(), progress, force=True)
+      if preemption.requested(step):
+        if not epoch_end:  # an epoch end has just been saved
+          ckpts.save(step, state, train_iter.get_state(), progress, force=True)
         ckpts.wait()
         ckpts.close()
         run_log.close()
@@ -244,6 +245,14 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     _fmt(_epoch_scores(test)),
   )
   return results
+
+
+def _improves(score: float, best: float | None) -> bool:
+  """Whether a validation score beats the best so far; a NaN score (no class of the split has
+  both labels) only fills an empty slot, so that a best checkpoint always exists."""
+  if best is None:
+    return True
+  return bool(np.isfinite(score) and (not np.isfinite(best) or score > best))
 
 
 def _init_state(method, tx, example, rng) -> TrainState:

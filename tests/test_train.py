@@ -218,3 +218,10 @@ def test_command_line_reports_a_bad_backbone_before_training(data_dir, tmp_path)
   assert result.returncode != 0
   assert "unknown backbone 'resnet9000'" in result.stderr
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_nan_validation_score_never_displaces_a_real_best():
+  nan = float("nan")
+  assert train._improves(nan, None)  # the first epoch always yields a best checkpoint
+  assert train._improves(0.7, nan) and train._improves(0.8, 0.7)
+  assert not train._improves(nan, 0.7) and not train._improves(0.6, 0.7)
