@@ -17,16 +17,6 @@ from lead_kt import ecg_io, predict
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def run_dir():
-  return run_fixture.tiny_run()
-
-
-@pytest.fixture(scope="module")
-def predictor(run_dir):
-  return predict.Predictor(run_dir)
-
-
 def probabilities(result: dict) -> np.ndarray:
   return np.array(list(result["probabilities"].values()))
 

@@ -12,22 +12,11 @@ import warnings
 import numpy as np
 import pyedflib
 import pytest
-import run_fixture
 from test_predict import write_csv, write_edf
 
 from lead_kt import ecg_io, predict
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def run_dir():
-  return run_fixture.tiny_run()
-
-
-@pytest.fixture(scope="module")
-def predictor(run_dir):
-  return predict.Predictor(run_dir)
 
 
 @pytest.fixture(scope="module")
