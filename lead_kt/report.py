@@ -279,7 +279,8 @@ def plot_per_lead(results: list[dict], out_png: str | Path) -> None:
   methods = list(dict.fromkeys(method for method, _ in table))
   leads = sorted({lead for _, lead in table}, key=_lead_sort_key)
   width = 0.8 / len(methods)
-  fig = Figure(figsize=(max(6.0, 0.9 * len(leads) * len(methods)), 4.5), layout="constrained")
+  width_inches = min(16.0, max(6.0, 0.9 * len(leads) * len(methods)))  # 12 leads x 3 fit a page
+  fig = Figure(figsize=(width_inches, 4.5), layout="constrained")
   ax = fig.subplots()
   lowest = 1.0
   for k, method in enumerate(methods):
