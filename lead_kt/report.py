@@ -10,6 +10,9 @@ validation split, and a cross-validated run is pooled by concatenating its folds
 (each binarised with its own fold's thresholds), so its AUC and bootstrap CIs are over all pooled
 test records.
 
+With ``--baseline``, every run is paired (same test records, paired bootstrap) with the baseline of
+its own dataset and leads, or with the dataset's only baseline.
+
 Writes ``OUT/report.md`` and, per dataset, ``roc_<dataset>.png``, ``f1_<dataset>.png`` and, when the
 runs cover several student leads, ``per_lead_<dataset>.png``.
 """
@@ -396,26 +399,38 @@ def _group_by_dataset(runs: Sequence[Run]) -> dict[str, list[int]]:
   return groups
 
 
-def _baseline_by_dataset(baselines: Sequence[Run], datasets: Sequence[str]) -> dict[str, Run]:
-  """Dataset -> its baseline run; every dataset needs one as soon as any baseline is given."""
-  by_dataset: dict[str, Run] = {}
+def _baselines_by_dataset(
+  baselines: Sequence[Run], datasets: Sequence[str]
+) -> dict[str, list[Run]]:
+  """Dataset -> its baseline runs (at most one per lead set); every dataset needs one as soon as
+  any baseline is given."""
+  by_dataset: dict[str, list[Run]] = {}
   for baseline in baselines:
-    if baseline.dataset in by_dataset:
+    same = [b for b in by_dataset.get(baseline.dataset, []) if b.leads == baseline.leads]
+    if same:
       raise ValueError(
-        f"two baselines for dataset {baseline.dataset}: {by_dataset[baseline.dataset].path} "
-        f"and {baseline.path}"
+        f"two baselines for dataset {baseline.dataset} and leads {baseline.leads}: "
+        f"{same[0].path} and {baseline.path}"
       )
-    by_dataset[baseline.dataset] = baseline
+    by_dataset.setdefault(baseline.dataset, []).append(baseline)
   missing = [dataset for dataset in datasets if dataset not in by_dataset]
   if baselines and missing:
     raise ValueError(f"no --baseline run given for dataset(s) {missing}; give one per dataset")
   return by_dataset
 
 
+def _matching_baseline(run: Run, baselines: Sequence[Run]) -> Run | None:
+  """The baseline of the run's own leads (per-lead studies), else the dataset's only baseline."""
+  same_leads = [b for b in baselines if b.leads == run.leads]
+  if same_leads:
+    return same_leads[0]
+  return baselines[0] if len(baselines) == 1 else None
+
+
 def _dataset_section(
   runs: Sequence[Run],
   evaluations: Sequence[dict],
-  baseline: Run | None,
+  baselines: Sequence[Run],
   out: Path,
   n_boot: int,
   seed: int,
@@ -424,11 +439,12 @@ def _dataset_section(
   dataset, slug = runs[0].dataset, _slug(runs[0].dataset)
   lines = ["", f"## {dataset}", "", "### Per-class F1 (test)", ""]
   lines += _per_class_table(runs, evaluations)
-  if baseline is not None:
+  if baselines:
+    matched = [(run, _matching_baseline(run, baselines)) for run in runs if run not in baselines]
     pairs = [
       (run, baseline, compare_to_baseline(run, baseline, n_boot, seed))
-      for run in runs
-      if run is not baseline
+      for run, baseline in matched
+      if baseline is not None
     ]
     lines += ["", "### Paired bootstrap difference against the baseline (run minus baseline)", ""]
     lines += _difference_table(pairs) if pairs else ["No other run of this dataset."]
@@ -457,7 +473,9 @@ def write_report(
   loaded = {path: load_run(path) for path in paths}
   runs = list(loaded.values())
   groups = _group_by_dataset(runs)
-  baseline_runs = _baseline_by_dataset([loaded[Path(p).resolve()] for p in baselines], list(groups))
+  baseline_runs = _baselines_by_dataset(
+    [loaded[Path(p).resolve()] for p in baselines], list(groups)
+  )
   evaluations = [evaluate_run(run, n_boot, seed) for run in runs]
   lines = ["# Run comparison", "", METHODS_NOTE.format(n_boot=n_boot, seed=seed), ""]
   lines += ["## Overall", "", *_main_table(runs, evaluations)]
@@ -472,7 +490,7 @@ def write_report(
     lines += _dataset_section(
       [runs[k] for k in members],
       [evaluations[k] for k in members],
-      baseline_runs.get(dataset),
+      baseline_runs.get(dataset, []),
       out,
       n_boot,
       seed,
@@ -489,7 +507,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--workdirs", nargs="+", required=True, help="run (or fold-parent) dirs")
   parser.add_argument("--out", required=True, help="output directory for report.md and PNGs")
   parser.add_argument(
-    "--baseline", nargs="+", default=[], help="baseline run dir(s), at most one per dataset"
+    "--baseline",
+    nargs="+",
+    default=[],
+    help="baseline run dir(s): one per dataset, or one per dataset and lead set (per-lead studies:"
+    " each run is paired with the baseline of its own leads)",
   )
   parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
   parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")

@@ -1,6 +1,7 @@
 """lead_kt.report on fake run directories (seeded random predictions)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -103,3 +104,22 @@ def test_plot_per_lead_errors(tmp_path):
     report.plot_per_lead([entry, entry], tmp_path / "x.png")
   with pytest.raises(ValueError, match="several datasets"):
     report.plot_per_lead([entry, {**entry, "dataset": "cpsc2018"}], tmp_path / "x.png")
+
+
+def test_per_lead_runs_are_paired_with_the_baseline_of_their_own_lead(tmp_path):
+  base_i = _write_run(tmp_path / "baseline_I", "baseline", ["I"], noise=2.5, seed=1)
+  base_ii = _write_run(tmp_path / "baseline_II", "baseline", ["II"], noise=2.5, seed=4)
+  mvkt_i = _write_run(tmp_path / "mvkt_I", "mvkt", ["I"], noise=1.0, seed=2)
+  mvkt_ii = _write_run(tmp_path / "mvkt_II", "mvkt", ["II"], noise=1.2, seed=3)
+  teacher = _write_run(tmp_path / "teacher", "teacher", [], noise=0.5, seed=5)
+  out = tmp_path / "out"
+  argv = ["--workdirs", str(mvkt_i), str(mvkt_ii), str(teacher), "--out", str(out)]
+  report.main(argv + ["--baseline", str(base_i), str(base_ii), "--n-boot", "50"])
+  rows = [line for line in (out / "report.md").read_text().splitlines() if "| baseline (" in line]
+  assert any(r.startswith("| mvkt | I | ") and "| baseline (I, resnet1d) |" in r for r in rows)
+  assert any(r.startswith("| mvkt | II | ") and "| baseline (II, resnet1d) |" in r for r in rows)
+  # Two baselines of other leads: the 12-lead teacher has no baseline of its own to pair with.
+  assert not any(r.startswith("| teacher |") for r in rows)
+  with pytest.raises(ValueError, match="baseline_I_again"):  # one baseline per lead set
+    again = shutil.copytree(base_i, tmp_path / "baseline_I_again")
+    report.main(argv + ["--baseline", str(base_i), str(again)])
