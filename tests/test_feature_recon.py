@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from train_helpers import build_method
 
 from configs import feature_recon as feature_recon_config
 from lead_kt import config_fields, methods
@@ -33,9 +34,7 @@ def _config(**overrides):
 
 
 def _method(**overrides):
-  config = _config(**overrides)
-  methods.validate(config)
-  return methods.create(config, NUM_CLASSES, num_train=32, train_first_labels=None)
+  return build_method(_config(**overrides), NUM_CLASSES)
 
 
 def _batch():

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from train_helpers import build_method
 
 from configs import signal_recon as signal_recon_config
 from lead_kt import config_fields, fidelity, methods
@@ -30,9 +31,7 @@ def _config(**overrides):
 
 
 def _method(**overrides):
-  config = _config(**overrides)
-  methods.validate(config)
-  return methods.create(config, NUM_CLASSES, num_train=32, train_first_labels=None)
+  return build_method(_config(**overrides), NUM_CLASSES)
 
 
 def _signals(length: int, seed: int = 0) -> np.ndarray:

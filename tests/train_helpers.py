@@ -1,7 +1,7 @@
 """Tiny, fast configs of the real trainer on the bundled PTB-XL sample (shared by trainer tests)."""
 
 from configs import baseline, kd, mvkt, teacher
-from lead_kt import config_fields
+from lead_kt import config_fields, methods
 
 CONFIGS = {"teacher": teacher, "baseline": baseline, "mvkt": mvkt, "kd": kd}
 
@@ -23,3 +23,9 @@ def tiny_config(method: str, data_dir: str, **overrides):
     c.clt.embed_dim = 16
   config_fields.set_fields(c, overrides.items())
   return c
+
+
+def build_method(config, num_classes: int, num_train: int = 32):
+  """The method ``config`` names, validated and created as the trainer does (no teacher labels)."""
+  methods.validate(config)
+  return methods.create(config, num_classes, num_train, train_first_labels=None)

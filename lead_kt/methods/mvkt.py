@@ -8,6 +8,7 @@ state: the student's batch statistics, the frozen teacher, and the contrastive m
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -25,7 +26,9 @@ class Mvkt:
   teacher: Network
   cfg: ml_collections.ConfigDict  # the run config (alpha, beta, mkd, clt)
   num_train: int
-  train_first_labels: tuple[int, ...] | None = None  # for other_class negatives
+  # First label of each training record, for other_class negatives. A tuple, not an array: the
+  # method object is hashed when its bound methods are jitted.
+  train_first_labels: tuple[int, ...] | None = None
   name: str = "mvkt"
 
   @property
@@ -51,11 +54,8 @@ class Mvkt:
     }
     clt = self.cfg.clt
     if clt.memory == "bank":
-      labels = (
-        None
-        if self.train_first_labels is None
-        else jax.numpy.asarray(self.train_first_labels, jax.numpy.int32)
-      )
+      labels = self.train_first_labels
+      labels = None if labels is None else jnp.asarray(labels, jnp.int32)
       mem = memory.init_memory(rng_m, self.num_train, clt.embed_dim, item_labels=labels)
     else:
       mem = memory.init_queue(rng_m, clt.queue_size, clt.embed_dim)
