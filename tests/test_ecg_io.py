@@ -12,6 +12,8 @@ import wfdb
 from lead_kt import ecg_io
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+# The project's real CPSC2018 files, in ../shared/data beside the repository.
+SHARED_CPSC2018 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cpsc2018"
 
 
 @pytest.fixture(params=["header_parser", "wfdb_parser"])
@@ -71,6 +73,24 @@ def test_reads_original_cpsc_mat():
   assert record.meta["sex"] == 0 and record.meta["age"] == 52.0
   raw = ecg_io.scipy.io.loadmat(FIXTURES / "A1980.mat")["ECG"]["data"][0, 0]
   np.testing.assert_allclose(record.signal, raw.T, rtol=1e-6)
+
+
+@pytest.mark.skipif(
+  not (SHARED_CPSC2018 / "challenge2020_early").is_dir(),
+  reason=f"needs the real-data folder {SHARED_CPSC2018} beside the repository",
+)
+def test_reads_the_first_challenge2020_release_whose_dx_holds_abbreviations(wfdb_reader):
+  """Its headers write `#Dx: RBBB` where the later release writes SNOMED codes (read by predict)."""
+  early = SHARED_CPSC2018 / "challenge2020_early"
+  found = ecg_io.find_records(early)
+  assert [pathlib.Path(path).name for path in found] == [f"A{i:04d}.hea" for i in range(1, 101)]
+  records = list(ecg_io.read_records(found))
+  assert all(r.fs == 500.0 and r.lead_names == ecg_io.STANDARD_LEADS for r in records)
+  assert records[0].meta["header_fields"]["Dx"] == "RBBB"
+  assert records[42].meta["header_fields"]["Dx"] == "AF,RBBB"  # A0043
+  assert (records[0].meta["age"], records[0].meta["sex"]) == (74.0, 0)
+  snomed = ecg_io.read_record(SHARED_CPSC2018 / "wfdb" / "A0001")
+  np.testing.assert_array_equal(records[0].signal, snomed.signal)
 
 
 @pytest.mark.parametrize(

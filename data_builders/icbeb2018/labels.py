@@ -1,17 +1,21 @@
-"""Labels and folds of ICBEB2018 (CPSC2018): pure functions, no TFDS.
+"""Labels, folds and the MVKT authors' split of ICBEB2018 (CPSC2018): pure functions, no TFDS.
 
-Two label sources exist:
+Three label sources exist:
 - `REFERENCE.csv` of the original challenge: one row per record with up to three class numbers
   1..9 (k means CLASS_NAMES[k - 1]), first label first. 18 rows carry 10, which is no CPSC class.
 - The `#Dx:` header comment of the PhysioNet/CinC Challenge 2020 WFDB re-release: comma-separated
   SNOMED-CT codes (`SNOMED_TO_CLASS`).
+- The `#Dx:` header comment of the first Challenge 2020 release (early 2020): comma-separated CPSC
+  abbreviations (`ABBREVIATION_TO_CLASS`), e.g. `#Dx: AF,RBBB`.
 
 Fold assignment (`assign_folds`) is a seeded stratification over all label rows given to it; the
 builder passes the whole REFERENCE.csv when one is found, so a record's fold does not depend on
-which record files are present.
+which record files are present. `read_mvkt_split` gives the authors' own train/validation/test
+lists instead (`mvkt_split/README.md`).
 """
 
 import csv
+import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,9 +31,9 @@ LABEL10_TREATMENTS = ("drop", "norm")
 REFERENCE_FILENAME = "REFERENCE.csv"
 REFERENCE_COLUMNS = ("Recording", "First_label", "Second_label", "Third_label")
 
-# SNOMED-CT codes of the Challenge 2020 re-release (/work/shared/data/README.md). 427172004
-# (premature ventricular contractions) is the Challenge's equivalent of 164884008 (ventricular
-# ectopics); both mean the CPSC class PVC.
+# SNOMED-CT codes of the PhysioNet/CinC Challenge 2020 WFDB re-release. 427172004 (premature
+# ventricular contractions) is the Challenge's equivalent of 164884008 (ventricular ectopics);
+# both mean the CPSC class PVC.
 SNOMED_TO_CLASS = {
   "426783006": "NORM",
   "164889003": "AF",
@@ -41,6 +45,26 @@ SNOMED_TO_CLASS = {
   "427172004": "PVC",
   "429622005": "STD",
   "164931005": "STE",
+}
+# The CPSC abbreviations that the first Challenge 2020 release wrote in `#Dx:` instead of SNOMED
+# codes, spelt as there; the challenge calls its class 1 "Normal".
+ABBREVIATION_TO_CLASS = {
+  "Normal": "NORM",
+  "AF": "AF",
+  "I-AVB": "I-AVB",
+  "LBBB": "LBBB",
+  "RBBB": "RBBB",
+  "PAC": "PAC",
+  "PVC": "PVC",
+  "STD": "STD",
+  "STE": "STE",
+}
+# How a `#Dx:` entry names a class (keys of DxLabels.notations counts).
+SNOMED_NOTATION = "snomed"
+ABBREVIATION_NOTATION = "abbreviation"
+_DX_ENTRY_TO_CLASS = {
+  **{code: (name, SNOMED_NOTATION) for code, name in SNOMED_TO_CLASS.items()},
+  **{entry: (name, ABBREVIATION_NOTATION) for entry, name in ABBREVIATION_TO_CLASS.items()},
 }
 
 NUM_FOLDS = 10
@@ -138,9 +162,10 @@ def reference_classes(numbers: Sequence[int], label10: str = "drop") -> tuple[in
 
 
 def parse_dx_codes(comments: Iterable[str]) -> tuple[str, ...] | None:
-  """SNOMED codes of the `Dx:` comment of a WFDB header, in order; None if there is no Dx line.
+  """The entries of the `Dx:` comment of a WFDB header, in order; None if there is no Dx line.
 
   comments: the header's comment lines without the leading '#', e.g. ["Age: 74", "Dx: 59118001"].
+  The entries are SNOMED codes or CPSC abbreviations (see `dx_labels`).
   """
   for comment in comments:
     key, separator, value = comment.partition(":")
@@ -149,16 +174,34 @@ def parse_dx_codes(comments: Iterable[str]) -> tuple[str, ...] | None:
   return None
 
 
-def snomed_classes(codes: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
-  """Splits SNOMED codes into (class indices into CLASS_NAMES in code order, unmapped codes)."""
-  indices, unmapped = [], []
-  for code in codes:
-    name = SNOMED_TO_CLASS.get(code)
-    if name is None:
-      unmapped.append(code)
-    elif CLASS_NAMES.index(name) not in indices:
+@dataclasses.dataclass(frozen=True)
+class DxLabels:
+  """What a `Dx:` line says. classes: indices into CLASS_NAMES in entry order. unknown: entries
+  that are neither a known SNOMED code nor a known abbreviation. notations: the notations
+  (SNOMED_NOTATION, ABBREVIATION_NOTATION) of the known entries."""
+
+  classes: tuple[int, ...]
+  unknown: tuple[str, ...]
+  notations: frozenset[str]
+
+
+def dx_labels(entries: Sequence[str]) -> DxLabels:
+  """Maps `Dx:` entries, SNOMED codes and CPSC abbreviations alike, to the 9 classes."""
+  indices, unknown, notations = [], [], set()
+  for entry in entries:
+    if entry not in _DX_ENTRY_TO_CLASS:
+      unknown.append(entry)
+      continue
+    name, notation = _DX_ENTRY_TO_CLASS[entry]
+    notations.add(notation)
+    if CLASS_NAMES.index(name) not in indices:
       indices.append(CLASS_NAMES.index(name))
-  return tuple(indices), tuple(unmapped)
+  return DxLabels(tuple(indices), tuple(unknown), frozenset(notations))
+
+
+def class_names(indices: Iterable[int]) -> str:
+  """Class indices as error messages show them: (1, 4) -> "AF, RBBB"."""
+  return ", ".join(CLASS_NAMES[index] for index in indices) or "none"
 
 
 def multi_hot(indices: Iterable[int], num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
@@ -199,3 +242,36 @@ def split_of_fold(fold: int) -> str:
   if fold == NUM_FOLDS:
     return "test"
   return "validation" if fold == NUM_FOLDS - 1 else "train"
+
+
+# How records go to train/validation/test: the seeded folds (split_of_fold) or the MVKT lists.
+FOLDS_SPLIT = "folds"
+MVKT_SPLIT = "mvkt"
+SPLIT_SCHEMES = (FOLDS_SPLIT, MVKT_SPLIT)
+# The MVKT authors' split (QINYZz/MVKT-ECG, commit 209abc76, datasets/*_reference.csv): one list per
+# split, in REFERENCE.csv's layout; see mvkt_split/README.md.
+MVKT_SPLIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mvkt_split")
+MVKT_SPLIT_FILES = {
+  "train": "TRAIN_reference.csv",
+  "validation": "VAL_reference.csv",
+  "test": "TEST_reference.csv",
+}
+
+
+def read_mvkt_split(folder: str | os.PathLike = MVKT_SPLIT_DIR) -> dict[str, str]:
+  """{record name: split} of the MVKT authors' lists in folder (MVKT_SPLIT_FILES).
+
+  Raises Icbeb2018SourceError naming both files if a record is listed in two splits (and, through
+  read_reference, for a malformed list).
+  """
+  split_of_record, list_of_record = {}, {}
+  for split, file_name in MVKT_SPLIT_FILES.items():
+    path = os.path.join(os.fspath(folder), file_name)
+    for name in read_reference(path):
+      if name in split_of_record:
+        raise Icbeb2018SourceError(
+          f"{path}: record {name} is also listed in {list_of_record[name]}; a record belongs to "
+          "one split."
+        )
+      split_of_record[name], list_of_record[name] = split, path
+  return split_of_record

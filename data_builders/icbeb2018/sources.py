@@ -1,25 +1,34 @@
-"""Finding ICBEB2018 records in a manual_dir and deciding each one's labels and fold (no TFDS).
+"""Finding ICBEB2018 records in a manual_dir and deciding their labels, folds and splits (no TFDS).
 
 Rules (the builder's documentation repeats them):
-- Form: a manual_dir holding `A*.hea` headers is the Challenge 2020 WFDB form (`.hea` + `.mat`); one
-  holding only `A*.mat` files is the original challenge form. Only the folder itself is searched.
+- Records: manual_dir and its subfolders are searched. In a folder, `A*.hea` is a Challenge 2020
+  WFDB record (`.hea` + `.mat`), whichever notation its `#Dx:` line uses (SNOMED-CT codes, or the
+  CPSC abbreviations of the first Challenge 2020 release), and `A*.mat` without a header beside it
+  is an original challenge file. Forms may be mixed. Records are identified by name: a name found
+  twice (in two forms or two folders) is an error naming both files.
 - REFERENCE.csv: taken from manual_dir itself, else from its parent (the official release keeps it
-  beside the `.mat` files; /work/shared/data/cpsc2018 keeps it above `original_mat/` and `wfdb/`).
-  The original form needs it; the WFDB form uses it when found.
-- Labels: the original form takes them from REFERENCE.csv; the WFDB form from the `#Dx:` SNOMED
-  codes of each header. Codes outside the 9 classes are ignored; a record left with none of the 9
-  classes, or without a Dx line, is dropped and counted.
-- REFERENCE.csv rows labelled 10 follow `label10` (labels.reference_classes) in both forms, so both
-  forms keep the same records. When REFERENCE.csv is used, a record file without a row in it is
-  dropped and counted.
+  beside the `.mat` files). Original-form records need it.
+- Labels: REFERENCE.csv, when found, is the label source for every form; a record without a row in
+  it is dropped and counted. A header whose `#Dx:` classes differ from its row stops the build with
+  an error naming the record and both label sets (rows labelled 10 are not compared, nor is a
+  header naming none of the 9 classes). Without REFERENCE.csv the labels are the header's; a header
+  without a Dx line, or naming none of the 9 classes, is dropped and counted. `#Dx:` entries that
+  are neither a known SNOMED code nor a known abbreviation are ignored and counted.
+- First label (the MVKT `other_class` negatives): REFERENCE.csv's First_label; without REFERENCE.csv
+  the first class of the `#Dx:` line, whose order may differ (A0043: `#Dx: AF,RBBB`, First_label 5,
+  RBBB).
+- REFERENCE.csv rows labelled 10 follow `label10` (labels.reference_classes).
 - Folds: from `labels.assign_folds` over all rows of REFERENCE.csv (label-10 rows included, so the
-  option does not move other records between folds); without REFERENCE.csv (WFDB form only) over the
-  labels of the records present, which then depend on which records are present.
+  option does not move other records between folds); without REFERENCE.csv over the labels of the
+  records present, which then depend on which records are present.
+- Splits: `folds` puts folds 1-8 in train, 9 in validation, 10 in test. `mvkt` follows the MVKT
+  authors' lists (labels.read_mvkt_split): listed records missing from manual_dir are counted, and
+  records present but in no list are dropped and counted. The stored fold stays the seeded one.
 """
 
 import dataclasses
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 
 from data_builders.icbeb2018 import labels
 from data_builders.icbeb2018.labels import Icbeb2018SourceError
@@ -32,17 +41,30 @@ WFDB_FORM = "wfdb"
 DROP_NO_REFERENCE_ROW = "no row in REFERENCE.csv"
 DROP_LABEL10 = "REFERENCE.csv label 10 (label10='drop')"
 DROP_NO_DX = "no #Dx: line in the header"
-DROP_NO_KNOWN_CODE = "no SNOMED code of the 9 classes"
+DROP_NO_KNOWN_DX = "no #Dx: label of the 9 classes"
+DROP_NOT_IN_MVKT_SPLIT = "in none of the MVKT split lists"
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundRecord:
+  """A record below manual_dir. file: its `.hea` header (WFDB form) or `.mat` file (original)."""
+
+  name: str
+  form: str
+  file: str
 
 
 @dataclasses.dataclass(frozen=True)
 class PlannedRecord:
-  """One record to store. path: the record's base path without extension."""
+  """One record to store. path: the record's base path without extension. classes: indices into
+  labels.CLASS_NAMES, the first label first. split: "train", "validation" or "test"."""
 
   name: str
   path: str
+  form: str
   classes: tuple[int, ...]
   fold: int
+  split: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +72,19 @@ class SourcePlan:
   """What a manual_dir holds and what the builder stores from it.
 
   records: kept records sorted by name. dropped: reason -> dropped record names.
-  unmapped_codes: SNOMED code outside the 9 classes -> number of records carrying it (WFDB form).
-  label_mismatches: WFDB records whose header classes differ from their REFERENCE.csv row.
+  forms: form -> number of kept records. dx_notations: labels.SNOMED_NOTATION or
+  ABBREVIATION_NOTATION -> number of WFDB headers using it. unknown_dx: `#Dx:` entry of no known
+  class -> number of headers carrying it. missing_listed: records of the MVKT lists not found in
+  manual_dir (0 for the seeded folds).
   """
 
-  form: str
   reference_path: str | None
   records: tuple[PlannedRecord, ...]
   dropped: dict[str, tuple[str, ...]]
-  unmapped_codes: dict[str, int]
-  label_mismatches: tuple[str, ...]
+  forms: dict[str, int]
+  dx_notations: dict[str, int]
+  unknown_dx: dict[str, int]
+  missing_listed: int
 
 
 def find_reference(manual_dir: str | os.PathLike) -> str | None:
@@ -72,48 +97,49 @@ def find_reference(manual_dir: str | os.PathLike) -> str | None:
   return None
 
 
-def detect_form(manual_dir: str | os.PathLike) -> tuple[str, list[str]]:
-  """Returns (ORIGINAL_FORM or WFDB_FORM, sorted record names) of the records in manual_dir.
+def find_records(manual_dir: str | os.PathLike) -> list[FoundRecord]:
+  """The records in manual_dir and its subfolders, sorted by name.
 
-  Raises Icbeb2018SourceError naming the folder if it is missing, holds no records (naming
-  subfolders that do), or mixes the two forms.
+  Raises Icbeb2018SourceError naming the folder if it is missing or holds no records, and naming
+  both files if a record name is found twice.
   """
   manual_dir = os.fspath(manual_dir)
   if not os.path.isdir(manual_dir):
     raise Icbeb2018SourceError(f"{manual_dir}: manual_dir does not exist or is not a folder.")
-  headers, mats = _record_stems(manual_dir)
-  if headers:
-    without_header = sorted(mats - headers)
-    if without_header:
-      raise Icbeb2018SourceError(
-        f"{manual_dir}: mixes the two forms: WFDB headers (A*.hea) and .mat files without a "
-        f"header ({', '.join(without_header[:5])}{', ...' if len(without_header) > 5 else ''}). "
-        "Keep one form per folder."
-      )
-    return WFDB_FORM, sorted(headers)
-  if mats:
-    return ORIGINAL_FORM, sorted(mats)
-  holders = sorted(
-    entry.name for entry in os.scandir(manual_dir) if entry.is_dir() and any(_record_stems(entry))
-  )
-  message = (
-    f"{manual_dir}: no CPSC2018 records (A*.mat files or A*.hea WFDB headers) in this folder."
-  )
-  if holders:
-    message += f" Subfolders holding records: {', '.join(holders)}; point manual_dir at one."
-  raise Icbeb2018SourceError(message)
+  found: dict[str, FoundRecord] = {}
+  for folder, subfolders, files in os.walk(manual_dir):
+    subfolders.sort()
+    for record in _records_in(folder, files):
+      if record.name in found:
+        raise Icbeb2018SourceError(
+          f"record {record.name} is present twice: {found[record.name].file} and {record.file}. "
+          f"Keep one copy of each record below {manual_dir}."
+        )
+      found[record.name] = record
+  if not found:
+    raise Icbeb2018SourceError(
+      f"{manual_dir}: no CPSC2018 records (A*.mat files or A*.hea WFDB headers) in this folder or "
+      "its subfolders."
+    )
+  return [found[name] for name in sorted(found)]
 
 
-def _record_stems(folder) -> tuple[set[str], set[str]]:
+def _records_in(folder: str, files: list[str]) -> list[FoundRecord]:
   headers, mats = set(), set()
-  for entry in os.scandir(folder):
-    stem, extension = os.path.splitext(entry.name)
-    if entry.is_file() and labels.is_record_name(stem):
+  for file_name in files:
+    stem, extension = os.path.splitext(file_name)
+    if labels.is_record_name(stem):
       if extension == ".hea":
         headers.add(stem)
       elif extension == ".mat":
         mats.add(stem)
-  return headers, mats
+  # A .mat file beside a header of the same name is that WFDB record's signal file.
+  forms = {**{stem: ORIGINAL_FORM for stem in mats}, **{stem: WFDB_FORM for stem in headers}}
+  extension = {ORIGINAL_FORM: ".mat", WFDB_FORM: ".hea"}
+  return [
+    FoundRecord(stem, form, os.path.join(folder, stem + extension[form]))
+    for stem, form in sorted(forms.items())
+  ]
 
 
 def header_comments(header_path: str) -> list[str]:
@@ -125,75 +151,113 @@ def header_comments(header_path: str) -> list[str]:
     raise EcgReadError(f"{header_path}: cannot read the WFDB header ({error}).") from error
 
 
-def plan_records(manual_dir: str | os.PathLike, label10: str = "drop") -> SourcePlan:
-  """Detects the form of manual_dir and decides labels and folds of its records (rules above)."""
+def plan_records(
+  manual_dir: str | os.PathLike, label10: str = "drop", split: str = labels.FOLDS_SPLIT
+) -> SourcePlan:
+  """Finds the records below manual_dir and decides their labels, folds and splits (rules above).
+
+  split: labels.FOLDS_SPLIT or labels.MVKT_SPLIT.
+  """
+  if split not in labels.SPLIT_SCHEMES:
+    raise ValueError(f"split must be one of {labels.SPLIT_SCHEMES}, got {split!r}.")
   manual_dir = os.fspath(manual_dir)
-  form, names = detect_form(manual_dir)
+  found = find_records(manual_dir)
   reference_path = find_reference(manual_dir)
-  if form == ORIGINAL_FORM and reference_path is None:
+  originals = [record.name for record in found if record.form == ORIGINAL_FORM]
+  if originals and reference_path is None:
     raise Icbeb2018SourceError(
-      f"{manual_dir}: the original .mat form needs {labels.REFERENCE_FILENAME} (looked in this "
-      "folder and its parent)."
+      f"{manual_dir}: the original .mat records ({first_names(originals, 5)}) need "
+      f"{labels.REFERENCE_FILENAME} (looked in this folder and its parent)."
     )
   reference = labels.read_reference(reference_path) if reference_path else None
-  dropped: dict[str, list[str]] = {}
-  unmapped_codes: Counter[str] = Counter()
+  dropped: defaultdict[str, list[str]] = defaultdict(list)
+  dx_notations: Counter[str] = Counter()
+  unknown_dx: Counter[str] = Counter()
   mismatches = []
-  kept: dict[str, tuple[int, ...]] = {}
-  for name in names:
-    reference_classes = None
-    if reference is not None:
-      if name not in reference:
-        dropped.setdefault(DROP_NO_REFERENCE_ROW, []).append(name)
+  kept: dict[str, tuple[FoundRecord, tuple[int, ...]]] = {}
+  for record in found:
+    dx = _header_dx(record.file) if record.form == WFDB_FORM else None
+    if dx is not None:
+      dx_notations.update(dx.notations)
+      unknown_dx.update(set(dx.unknown))
+    if reference is None:
+      if dx is None or not dx.classes:
+        dropped[DROP_NO_DX if dx is None else DROP_NO_KNOWN_DX].append(record.name)
         continue
-      reference_classes = labels.reference_classes(reference[name], label10)
-      if reference_classes is None:
-        dropped.setdefault(DROP_LABEL10, []).append(name)
-        continue
-    # Label-10 rows follow the label10 option in both forms, whatever the header says.
-    if form == ORIGINAL_FORM or (reference and labels.UNDEFINED_LABEL in reference[name]):
-      kept[name] = reference_classes
+      kept[record.name] = (record, dx.classes)
       continue
-    classes, drop_reason, unmapped = _header_classes(os.path.join(manual_dir, name + ".hea"))
-    unmapped_codes.update(unmapped)
-    if drop_reason:
-      dropped.setdefault(drop_reason, []).append(name)
+    if record.name not in reference:
+      dropped[DROP_NO_REFERENCE_ROW].append(record.name)
       continue
-    if reference_classes is not None and set(classes) != set(reference_classes):
-      mismatches.append(name)
-    kept[name] = classes
+    numbers = reference[record.name]
+    row_classes = labels.reference_classes(numbers, label10)
+    comparable = dx is not None and dx.classes and labels.UNDEFINED_LABEL not in numbers
+    if comparable and set(dx.classes) != set(row_classes):
+      mismatches.append(
+        f"{record.name} ({record.file}): #Dx {labels.class_names(dx.classes)}, "
+        f"REFERENCE.csv {labels.class_names(row_classes)}"
+      )
+    if row_classes is None:
+      dropped[DROP_LABEL10].append(record.name)
+      continue
+    kept[record.name] = (record, row_classes)
+  if mismatches:
+    raise Icbeb2018SourceError(
+      f"{reference_path}: the #Dx labels of {len(mismatches)} WFDB headers disagree with this "
+      f"label file, the label source when present: {first_names(mismatches, sep='; ')}. "
+      "Correct the headers or the label file, or build without the label file."
+    )
   if reference is not None:
     folds = labels.assign_folds(reference)
   else:
     # Class number k + 1 for index k: the same ordering as REFERENCE.csv's numbers.
-    folds = labels.assign_folds({name: [c + 1 for c in classes] for name, classes in kept.items()})
+    folds = labels.assign_folds({n: [c + 1 for c in classes] for n, (_, classes) in kept.items()})
+  missing_listed = 0
+  if split == labels.MVKT_SPLIT:
+    split_of_record = labels.read_mvkt_split()
+    missing_listed = len(split_of_record.keys() - {record.name for record in found})
+    for name in [name for name in kept if name not in split_of_record]:
+      dropped[DROP_NOT_IN_MVKT_SPLIT].append(name)
+      del kept[name]
+  else:
+    split_of_record = {name: labels.split_of_fold(folds[name]) for name in kept}
   records = tuple(
-    PlannedRecord(name, os.path.join(manual_dir, name), classes, folds[name])
-    for name, classes in sorted(kept.items())
+    PlannedRecord(
+      name=name,
+      path=os.path.splitext(record.file)[0],
+      form=record.form,
+      classes=classes,
+      fold=folds[name],
+      split=split_of_record[name],
+    )
+    for name, (record, classes) in sorted(kept.items())
   )
   return SourcePlan(
-    form=form,
     reference_path=reference_path,
     records=records,
     dropped={reason: tuple(names) for reason, names in dropped.items()},
-    unmapped_codes=dict(unmapped_codes),
-    label_mismatches=tuple(mismatches),
+    forms=dict(Counter(record.form for record in records)),
+    dx_notations=dict(dx_notations),
+    unknown_dx=dict(unknown_dx),
+    missing_listed=missing_listed,
   )
 
 
-def _header_classes(header_path: str) -> tuple[tuple[int, ...], str | None, set[str]]:
-  """(class indices, drop reason or None, codes outside the 9 classes) of a WFDB header's Dx."""
-  codes = labels.parse_dx_codes(header_comments(header_path))
-  if codes is None:
-    return (), DROP_NO_DX, set()
-  classes, unmapped = labels.snomed_classes(codes)
-  return classes, None if classes else DROP_NO_KNOWN_CODE, set(unmapped)
+def _header_dx(header_path: str) -> labels.DxLabels | None:
+  """What the `#Dx:` line of a WFDB header says; None if it has none."""
+  entries = labels.parse_dx_codes(header_comments(header_path))
+  return None if entries is None else labels.dx_labels(entries)
 
 
 def split_records(records) -> dict[str, list[tuple[int, PlannedRecord]]]:
   """{split: [(index, record)]}; index is dense 0..n-1 per split in record-name order."""
   splits = {"train": [], "validation": [], "test": []}
   for record in sorted(records, key=lambda record: record.name):
-    split = splits[labels.split_of_fold(record.fold)]
+    split = splits[record.split]
     split.append((len(split), record))
   return splits
+
+
+def first_names(names, count: int = 10, sep: str = ", ") -> str:
+  """The first `count` names joined, with "..." when there are more (log and error messages)."""
+  return sep.join(names[:count]) + (f"{sep}..." if len(names) > count else "")

@@ -102,6 +102,7 @@ def split_labels(data_cfg, split: str) -> np.ndarray:
 
 
 def split_first_labels(data_cfg, split: str) -> np.ndarray:
-  """int32 [n]: each record's first (lowest) positive class, -1 for a record without one."""
-  labels = split_labels(data_cfg, split)
-  return np.where(labels.any(axis=1), labels.argmax(axis=1), -1).astype(np.int32)
+  """int32 [n]: each record's first label, in index order: the stored `first_label` where the
+  dataset has one (ICBEB2018: REFERENCE.csv's First_label), else the lowest positive class (-1 for
+  a record without one)."""
+  return load_split(data_cfg, split).first_labels

@@ -44,12 +44,14 @@ class DatasetInfo:
 class SplitData:
   """One split in index order: record r is row rows[r] of `signals`.
 
-  labels float32 [n, C], lengths int64 [n] (samples per record).
+  labels float32 [n, C], lengths int64 [n] (samples per record), first_labels int32 [n] (see
+  `_first_label`).
   """
 
   name: str
   labels: np.ndarray
   lengths: np.ndarray
+  first_labels: np.ndarray
   rows: np.ndarray
   signals: InMemorySignals | StreamedSignals
 
@@ -181,13 +183,16 @@ class _Scan:
 
   labels: np.ndarray
   lengths: np.ndarray
+  first_labels: np.ndarray
   folds: np.ndarray
   stored_index: np.ndarray
   record_order: np.ndarray  # rank of each record in record-id order across all scanned splits
   signals: InMemorySignals | StreamedSignals
 
   def select(self, split: str, rows: np.ndarray) -> SplitData:
-    return SplitData(split, self.labels[rows], self.lengths[rows], rows, self.signals)
+    return SplitData(
+      split, self.labels[rows], self.lengths[rows], self.first_labels[rows], rows, self.signals
+    )
 
 
 # Loaded facts per source; an entry goes when its source does (e.g. a re-registered dataset).
@@ -225,6 +230,7 @@ def _read_facts(source: Source, splits: tuple[str, ...], keep_signals: bool) -> 
   return _Scan(
     labels=labels,
     lengths=np.array([f["length"] for f in examples_facts], np.int64),
+    first_labels=np.array([f["first_label"] for f in examples_facts], np.int32),
     folds=np.array([f["strat_fold"] for f in examples_facts], np.int64),
     stored_index=np.array([f["index"] for f in examples_facts], np.int64),
     record_order=_record_order(examples_facts),
@@ -236,14 +242,24 @@ def _facts(example, reader_id: int, length: int) -> dict:
   record_id = example.get("ecg_id", example.get("record_id"))
   if isinstance(record_id, bytes):
     record_id = record_id.decode()
+  label = np.asarray(example["label"], np.float32)
   return {
-    "label": np.asarray(example["label"], np.float32),
+    "label": label,
+    "first_label": _first_label(example, label),
     "length": length,
     "strat_fold": int(example["strat_fold"]),
     "index": int(example["index"]),
     "record_id": record_id,
     "fallback_id": (reader_id, int(example["index"])),
   }
+
+
+def _first_label(example, label: np.ndarray) -> int:
+  """The stored `first_label` (ICBEB2018: REFERENCE.csv's First_label); for datasets without one
+  (PTB-XL) the lowest positive class, -1 if there is none."""
+  if "first_label" in example:
+    return int(example["first_label"])
+  return int(label.argmax()) if label.any() else -1
 
 
 def _record_order(examples_facts: list[dict]) -> np.ndarray:
