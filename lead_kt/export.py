@@ -20,6 +20,11 @@ DIR receives:
   and stride, how to aggregate a record's windows (max or mean), the value to pad a record shorter
   than one window with (the normalisation mean per lead, i.e. 0 once normalised, as the pipeline
   pads), class names and per-class decision thresholds (chosen on validation).
+  It does not describe what the run's dataset builder did to each record besides resampling, which
+  the caller must repeat too: for a run trained on an icbeb2018 `_db6` config, denoise the record
+  at 500 Hz before resampling (`data_builders.icbeb2018.preprocessing.wavelet_denoise`); for a
+  `_20s` config, centre-crop or tile it to 20 s at the model's rate after resampling
+  (`centre_crop_or_tile`); `lead_kt.predict.preprocess_as_dataset` does both.
 
 `lead_kt.predict.Predictor` computes the same per-window function; tests/test_export.py checks that
 both exported forms give its outputs on real records within 1e-4.

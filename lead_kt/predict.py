@@ -10,11 +10,14 @@ table goes to stdout as CSV. A record that cannot be used gets no prediction: it
 reason in `error`, the message goes to stderr and the exit status is 1.
 
 Each record goes through the trainer's own evaluation path: the leads the model reads are picked by
-name (any spelling), resampled to the run's rate (polyphase), normalised with the run's statistics
-(`normalization.json`), cut into the run's test-time windows (crop_len, stride) and the windows'
-probabilities aggregated as in evaluation (max or mean); the yes/no decisions use the per-class
-thresholds chosen on the validation split (results.json, test.thresholds). On a PTB-XL record the
-probabilities equal the trainer's for that record (tests/test_predict.py).
+name (any spelling), treated as the run's dataset builder treated its records (resampled to the
+run's rate, polyphase; for an icbeb2018 `_db6` dataset denoised before, at 500 Hz, and for a `_20s`
+one centre-cropped or tiled to 20 s after, with the builder's own functions), normalised with the
+run's statistics (`normalization.json`), cut into the run's test-time windows (crop_len, stride)
+and the windows' probabilities aggregated as in evaluation (max or mean); the yes/no decisions use
+the per-class thresholds chosen on the validation split (results.json, test.thresholds). On a
+PTB-XL record the probabilities equal the trainer's for that record, and an ICBEB2018 record's
+prepared input equals what the builder stores for it (tests/test_predict.py).
 
 Refused with `ecg_io.EcgReadError` (or a subclass) and a message naming the file: unreadable or
 invalid records (see ecg_io), NaN/Inf samples, a lead the model needs that the record lacks, a flat
@@ -67,6 +70,18 @@ class ShortRecordWarning(UserWarning):
 
 
 @dataclasses.dataclass(frozen=True)
+class RecordPreprocessing:
+  """What the run's dataset builder did to every record besides resampling, so that predict repeats
+  it. denoise_fs: the rate (Hz) at which the record was wavelet-denoised before resampling (the
+  icbeb2018 `_db6` configs), None for no filter; record_length: the samples at the model's rate
+  to which the record was centre-cropped or tiled after resampling (`_20s`), None to keep its
+  length."""
+
+  denoise_fs: float | None = None
+  record_length: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """The input contract of a trained run.
 
@@ -74,7 +89,8 @@ class ModelSpec:
   student_leads: the run's student leads (a subset of input_leads except for signal_recon).
   fs: the model's sampling rate (Hz); crop_len, stride: window length and step in samples;
   aggregate: "max" or "mean" over a record's windows; thresholds: float [C], per class, chosen on
-  validation; mean, inv_std: float32 [len(input_leads)], the run's normalisation for those leads.
+  validation; mean, inv_std: float32 [len(input_leads)], the run's normalisation for those leads;
+  preprocessing: what the dataset builder did to each record (filter, fixed length).
   """
 
   method: str
@@ -88,6 +104,7 @@ class ModelSpec:
   thresholds: np.ndarray
   mean: np.ndarray
   inv_std: np.ndarray
+  preprocessing: RecordPreprocessing
 
 
 def resolve_run_dir(workdir: str | os.PathLike) -> str:
@@ -176,8 +193,8 @@ class Predictor:
 
   def model_windows(self, record: ecg_io.Record) -> np.ndarray:
     """The record's test-time windows as the model takes them: float32 [N, crop_len, L_in] in mV
-    at the model's rate (a short record padded with the normalisation mean, i.e. 0 once
-    normalised)."""
+    at the model's rate, preprocessed as the run's dataset (a short record padded with the
+    normalisation mean, i.e. 0 once normalised)."""
     spec = self.spec
     signal = ecg_io.select_leads(record, spec.input_leads)
     ecg_io.reject_flat_leads(signal, spec.input_leads, record.path)
@@ -186,7 +203,7 @@ class Predictor:
         f"{record.path}: implausible sampling rate {record.fs:g} Hz (expected "
         f"{PLAUSIBLE_FS[0]:g} to {PLAUSIBLE_FS[1]:g} Hz)"
       )
-    signal = ecg_io.resample(signal, record.fs, spec.fs)
+    signal = preprocess_as_dataset(signal, record.fs, spec)
     length = len(signal)
     if length < MIN_WINDOW_FRACTION * spec.crop_len:
       raise ShortRecordError(
@@ -252,6 +269,24 @@ class Predictor:
     return restored["params"], restored["method_state"]
 
 
+def preprocess_as_dataset(signal: np.ndarray, fs: float, spec: ModelSpec) -> np.ndarray:
+  """signal float32 [T, L] in mV at fs Hz -> float32 [T', L] at the model's rate, treated as the
+  run's dataset builder treated each record (data_builders/icbeb2018), in the builder's order:
+  the wavelet filter before resampling, the centre crop or tiling after. Only resampling for
+  datasets without these options."""
+  from data_builders.icbeb2018 import preprocessing
+
+  steps = spec.preprocessing
+  if steps.denoise_fs:
+    # The filter's bands are set for the builder's source rate, so it runs at that rate.
+    signal = preprocessing.wavelet_denoise(ecg_io.resample(signal, fs, steps.denoise_fs))
+    fs = steps.denoise_fs
+  signal = ecg_io.resample(signal, fs, spec.fs)
+  if steps.record_length:
+    signal = preprocessing.centre_crop_or_tile(signal, steps.record_length)
+  return signal
+
+
 def window_logits(method, spec: ModelSpec, params, state, windows: jax.Array) -> jax.Array:
   """The run's network on raw windows: float32 [B, crop_len, L_in] in mV -> logits [B, C].
 
@@ -308,23 +343,53 @@ def _model_spec(config, results: dict, normalizer: Normalizer) -> ModelSpec:
     mean=mean.astype(np.float32),
     # As Normalizer.apply: subtract the mean, multiply by the float32 reciprocal.
     inv_std=(1.0 / std).astype(np.float32),
+    preprocessing=_dataset_preprocessing(config),
   )
+
+
+def _dataset_builder(config):
+  """The TFDS builder of the run's dataset, made from the builder code (nothing is read or
+  prepared); None when the code does not know the dataset (e.g. one registered in memory)."""
+  import tensorflow_datasets as tfds
+
+  import data_builders  # noqa: F401  (registers the builders)
+
+  try:
+    return tfds.builder(config.data.name)
+  except (tfds.core.DatasetNotFoundError, ValueError):
+    return None
 
 
 def _dataset_facts(config) -> tuple[float, int | None]:
   """The run's sampling rate and record length (None when lengths vary) from its dataset's builder
   code (nothing is read or prepared), or from a dataset registered in memory (tests)."""
-  import tensorflow_datasets as tfds
-
-  import data_builders  # noqa: F401  (registers the builders)
   from lead_kt.data import catalog
 
-  try:
-    builder = tfds.builder(config.data.name)
+  builder = _dataset_builder(config)
+  if builder is not None and hasattr(builder.builder_config, "sampling_rate"):
     return float(builder.builder_config.sampling_rate), builder.info.features["ecg"].shape[0]
-  except (tfds.core.DatasetNotFoundError, ValueError, AttributeError):
-    info = catalog.open_source(config.data).info
-    return float(info.sampling_rate), info.record_length
+  info = catalog.open_source(config.data).info
+  return float(info.sampling_rate), info.record_length
+
+
+def _dataset_preprocessing(config) -> RecordPreprocessing:
+  """What the run's dataset builder did to its records besides resampling, from the builder code:
+  the icbeb2018 filter and fixed length; nothing for other datasets or one registered in memory
+  (stored as given). A dataset that is neither raises ValueError naming it."""
+  from data_builders.icbeb2018 import icbeb2018_dataset_builder as icbeb2018
+  from lead_kt.data import catalog
+
+  builder = _dataset_builder(config)
+  if builder is None:
+    catalog.open_source(config.data)  # Known in memory, or a ValueError: unknown dataset.
+    return RecordPreprocessing()
+  builder_config = builder.builder_config
+  if not isinstance(builder_config, icbeb2018.Icbeb2018Config):
+    return RecordPreprocessing()
+  return RecordPreprocessing(
+    denoise_fs=float(icbeb2018.SOURCE_RATE) if builder_config.denoise else None,
+    record_length=builder_config.record_length,
+  )
 
 
 def _dataset_crop_len(config) -> int:

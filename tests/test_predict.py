@@ -1,4 +1,8 @@
-"""lead_kt.predict on a tiny real run (tests/run_fixture.py) and real PTB-XL / CPSC records."""
+"""lead_kt.predict on a tiny real run (tests/run_fixture.py) and real PTB-XL / CPSC records.
+
+The test marked `needs_shared_cpsc2018` reads CPSC2018 records from the project's real-data folder,
+`../shared/data/cpsc2018` beside the repository.
+"""
 
 import csv
 import json
@@ -11,10 +15,19 @@ import numpy as np
 import pyedflib
 import pytest
 import run_fixture
+import tensorflow_datasets as tfds
 
+from data_builders.icbeb2018 import Builder as Icbeb2018Builder
 from lead_kt import ecg_io, predict
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+CPSC2018_WFDB = (
+  pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cpsc2018" / "wfdb"
+)
+needs_shared_cpsc2018 = pytest.mark.skipif(
+  not CPSC2018_WFDB.is_dir(),
+  reason=f"needs the real-data folder {CPSC2018_WFDB} beside the repository",
+)
 
 
 def probabilities(result: dict) -> np.ndarray:
@@ -185,14 +198,72 @@ def test_predict_signal_refuses_arrays_that_do_not_match_their_lead_names(predic
 
 
 @pytest.mark.parametrize(
-  "name, facts",
+  "name, facts, preprocessing",
   [
-    ("ptbxl/superdiagnostic_100hz", (100.0, 1000)),
-    ("ptbxl/diagnostic_500hz", (500.0, 5000)),
-    ("icbeb2018/500hz", (500.0, None)),
+    ("ptbxl/superdiagnostic_100hz", (100.0, 1000), predict.RecordPreprocessing()),
+    ("ptbxl/diagnostic_500hz", (500.0, 5000), predict.RecordPreprocessing()),
+    ("icbeb2018/500hz", (500.0, None), predict.RecordPreprocessing()),
+    (
+      "icbeb2018/100hz_label10_norm_mvkt_split_db6",
+      (100.0, None),
+      predict.RecordPreprocessing(denoise_fs=500.0),
+    ),
+    ("icbeb2018/500hz_20s", (500.0, 10000), predict.RecordPreprocessing(record_length=10000)),
   ],
 )
-def test_rate_and_record_length_come_from_builder_code_without_data(tmp_path, name, facts):
+def test_rate_record_length_and_preprocessing_come_from_builder_code_without_data(
+  tmp_path, name, facts, preprocessing
+):
   config = ml_collections.ConfigDict({"data": {"name": name, "data_dir": str(tmp_path / "none")}})
   assert predict._dataset_facts(config) == facts
+  assert predict._dataset_preprocessing(config) == preprocessing
   assert not (tmp_path / "none").exists()  # Nothing was prepared.
+
+
+def run_on_dataset(run_dir, copy_dir, dataset: str) -> pathlib.Path:
+  """A copy of the run whose results.json says it was trained on `dataset`."""
+  shutil.copytree(run_dir, copy_dir)
+  results = json.loads((copy_dir / "results.json").read_text())
+  results["dataset"] = results["config"]["data"]["name"] = dataset
+  (copy_dir / "results.json").write_text(json.dumps(results))
+  return copy_dir
+
+
+@needs_shared_cpsc2018
+def test_a_db6_20s_run_prepares_a_record_exactly_as_its_builder_stored_it(
+  tmp_path, run_dir, predictor
+):
+  names = ("A0004", "A0005")  # 5974 samples at 500 Hz (tiled to 20 s), 12500 (centre-cropped).
+  manual_dir = tmp_path / "records"
+  manual_dir.mkdir()
+  for name in names:
+    for extension in (".hea", ".mat"):
+      shutil.copy(CPSC2018_WFDB / f"{name}{extension}", manual_dir)
+  builder = Icbeb2018Builder(config="100hz_db6_20s", data_dir=str(tmp_path / "tfds"))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+  )
+  stored = {
+    example["record_id"].decode(): example["ecg"]
+    for split in builder.info.splits
+    for example in builder.as_data_source(split)
+  }
+  # The tiny PTB-XL run's network (lead I, 100 Hz, windows of 250 every 125) as if trained on
+  # this dataset: how a recording is prepared depends on the dataset only.
+  db6_20s = predict.Predictor(
+    run_on_dataset(run_dir, tmp_path / "run", f"icbeb2018/{builder.builder_config.name}")
+  )
+  assert db6_20s.spec.preprocessing == predict.RecordPreprocessing(500.0, 2000)
+  assert predictor.spec.preprocessing == predict.RecordPreprocessing()  # PTB-XL: resampling only.
+  lead_i = ecg_io.STANDARD_LEADS.index("I")
+  for name in names:
+    windows = db6_20s.model_windows(ecg_io.read_record(CPSC2018_WFDB / name))
+    expected = [stored[name][start : start + 250, [lead_i]] for start in range(0, 1751, 125)]
+    np.testing.assert_array_equal(windows, np.stack(expected))
+
+
+def test_a_run_on_a_dataset_unknown_to_the_code_is_refused(tmp_path, run_dir):
+  # Without its builder, what was done to the dataset's records cannot be repeated.
+  run = run_on_dataset(run_dir, tmp_path / "run", "no_such_dataset/100hz")
+  with pytest.raises(predict.RunDirError, match=r"usable run .*unknown dataset 'no_such_dataset"):
+    predict.Predictor(run)
