@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher.backbone = "fcn_wang"
   c.teacher.checkpoint = ""  # a teacher run's workdir; "" = train one first into WORKDIR/teacher
   c.teacher.num_epochs = -1  # -1 = num_epochs
+  # Fields of `optimizer` that the teacher run sets differently (e.g. the MVKT code's teacher
+  # warm-up, warmup_lr = 1e-3); empty = the student's optimizer.
+  c.teacher.optimizer = ml_collections.ConfigDict()
   c.teacher.kwargs = ml_collections.ConfigDict()
 
   c.batch_size = 64  # global, over all devices and processes
@@ -54,10 +57,15 @@ def get_config() -> ml_collections.ConfigDict:
     "adamw_onecycle"  # adamw_onecycle (PTB-XL benchmark) | adam_warmup_step (MVKT code)
   )
   c.optimizer.learning_rate = 1e-2
+  # adamw_onecycle: AdamW's decoupled decay; adam_warmup_step: L2 in the gradient (torch's Adam).
   c.optimizer.weight_decay = 1e-2
   c.optimizer.pct_start = 0.3  # one-cycle warm-up fraction
-  c.optimizer.warmup_epochs = 5  # adam_warmup_step
-  c.optimizer.decay_epochs = 30  # adam_warmup_step: multiply by decay_rate every decay_epochs
+  # adam_warmup_step (the MVKT code's schedule, per epoch): warmup_lr * (epoch + 1) for
+  # warmup_epochs epochs (warmup_lr <= 0: learning_rate / warmup_epochs), then learning_rate times
+  # decay_rate at each of the milestones (epochs).
+  c.optimizer.warmup_epochs = 5
+  c.optimizer.warmup_lr = 0.0
+  c.optimizer.milestones = (30,)
   c.optimizer.decay_rate = 0.1
   c.optimizer.clip_grad_norm = 0.0  # 0 = no clipping
 

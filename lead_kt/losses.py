@@ -191,6 +191,12 @@ def info_nce(
     raise ValueError(f"info_nce queue must be [Q, {query.shape[-1]}], got {queue.shape}")
   positive = jnp.sum(query * positive_key, axis=-1, keepdims=True)
   negatives = query @ jax.lax.stop_gradient(queue).T
-  logits = jnp.concatenate([positive, negatives], axis=-1) / temperature
-  per_example = -jax.nn.log_softmax(logits, axis=-1)[:, 0]
-  return masked_mean(per_example, mask)
+  return positive_first_cross_entropy(
+    jnp.concatenate([positive, negatives], axis=-1) / temperature, mask
+  )
+
+
+def positive_first_cross_entropy(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """InfoNCE on scores ``[B, 1 + K]`` whose column 0 is the positive: ``-log softmax[:, 0]``,
+  weighted mean over examples."""
+  return masked_mean(-jax.nn.log_softmax(logits, axis=-1)[:, 0], mask)

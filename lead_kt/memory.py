@@ -16,9 +16,15 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from lead_kt.losses import info_nce, l2_normalize, masked_mean
+from lead_kt.losses import info_nce, l2_normalize, masked_mean, positive_first_cross_entropy
 
 NEGATIVE_MODES = ("uniform", "other_class")
+# Where an anchor's positive comes from: its record's row of the other bank (CRD, the MVKT code)
+# or the other network's embedding of the very input in this batch.
+POSITIVES = ("bank", "current")
+# CRD's binary NCE with the fixed normaliser Z (the MVKT code) or InfoNCE, a softmax over the
+# positive and the sampled negatives (the MVKT paper's Eq. 6).
+LOSS_FORMS = ("nce", "infonce")
 # CRD's ContrastLoss epsilon in the NCE denominators.
 _NCE_EPS = 1e-7
 
@@ -153,6 +159,18 @@ def _momentum_update(
   return bank.at[target].set(rows.astype(bank.dtype), mode="drop")
 
 
+def _check_choice(what: str, value: str, known: tuple[str, ...]) -> None:
+  if value not in known:
+    raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+
+
+def _positive_accuracy(scores: jax.Array, contrast_idx: jax.Array, weights: jax.Array):
+  """How often the positive (column 0) outscores every sampled negative that is another record."""
+  others = contrast_idx[:, 1:] != contrast_idx[:, :1]
+  best_negative = jnp.max(jnp.where(others, scores[:, 1:], -jnp.inf), axis=1)
+  return masked_mean((scores[:, 0] > best_negative).astype(jnp.float32), weights)
+
+
 def clt_loss(
   memory: ContrastMemory,
   student_emb: jax.Array,
@@ -162,19 +180,28 @@ def clt_loss(
   temperature: float = 0.07,
   momentum: float = 0.5,
   mask: jax.Array | None = None,
+  positive: str = "bank",
+  form: str = "nce",
 ) -> tuple[jax.Array, ContrastMemory, dict[str, jax.Array]]:
-  """CRD-style NCE between unit embeddings ``[B, D]`` and the banks; ``(loss, new_memory, aux)``.
+  """Contrast between unit embeddings ``[B, D]`` and the banks; ``(loss, new_memory, aux)``.
 
   As in CRD's ``ContrastMemory`` (v1 = student, v2 = teacher; ``memory_v1`` is the bank updated
   with v1, i.e. the student bank): the student anchor is scored against the teacher bank rows
   ``contrast_idx`` ``[B, K + 1]`` and the teacher anchor against the student bank rows,
-  ``P = exp(row . anchor / T) / Z``. ``loss = clt_student + clt_teacher`` (the two NCE parts, in
-  ``aux``). Afterwards the rows ``index`` ``[B]`` of each bank move towards that side's embedding
-  (momentum update, renormalised). Banks receive no gradient. Duplicate indices: every occurrence
-  is scored against the old banks; the last real occurrence in the batch writes the row.
-  ``mask`` ``[B]`` weights the loss; zero-weight examples neither fix Z nor write rows.
-  Indices must lie in ``[0, N)``.
+  ``s = row . anchor / T``. ``positive="current"`` replaces column 0 (the anchor's own bank row) by
+  ``student_emb . teacher_emb / T``, the two views of the input the student sees now (with random
+  crops the bank row was written from other crops of the record, in earlier epochs).
+  ``form="nce"``: CRD's NCE with ``P = exp(s) / Z``; ``"infonce"``: cross-entropy of the positive
+  against the sampled rows (Z unused and left as it is). ``loss = clt_student + clt_teacher`` (in
+  ``aux``, with ``clt_accuracy``: how often the student anchor's positive outscores every sampled
+  negative of another record). Afterwards the rows ``index`` ``[B]`` of each bank move towards that
+  side's embedding (momentum update, renormalised). Banks receive no gradient. Duplicate indices:
+  every occurrence is scored against the old banks; the last real occurrence in the batch writes
+  the row. ``mask`` ``[B]`` weights the loss; zero-weight examples neither fix Z nor write rows.
+  Indices must lie in ``[0, N)``. ``positive`` and ``form`` are static under ``jax.jit``.
   """
+  _check_choice("CLT positive", positive, POSITIVES)
+  _check_choice("CLT loss form", form, LOSS_FORMS)
   num_items, dim = memory.student_bank.shape
   batch = index.shape[0]
   for name, emb in (("student_emb", student_emb), ("teacher_emb", teacher_emb)):
@@ -188,10 +215,19 @@ def clt_loss(
   student_rows = jax.lax.stop_gradient(memory.student_bank[contrast_idx])
   student_scores = jnp.einsum("bkd,bd->bk", teacher_rows, student_emb) / temperature
   teacher_scores = jnp.einsum("bkd,bd->bk", student_rows, teacher_emb) / temperature
-  z_student = _fixed_normaliser(memory.z_student, student_scores, weights, num_items)
-  z_teacher = _fixed_normaliser(memory.z_teacher, teacher_scores, weights, num_items)
-  student_part = _nce_loss(student_scores - jnp.log(z_student), num_items, weights)
-  teacher_part = _nce_loss(teacher_scores - jnp.log(z_teacher), num_items, weights)
+  if positive == "current":
+    pair = jnp.sum(student_emb * teacher_emb, axis=-1) / temperature
+    student_scores = student_scores.at[:, 0].set(pair)
+    teacher_scores = teacher_scores.at[:, 0].set(pair)
+  z_student, z_teacher = memory.z_student, memory.z_teacher
+  if form == "nce":
+    z_student = _fixed_normaliser(z_student, student_scores, weights, num_items)
+    z_teacher = _fixed_normaliser(z_teacher, teacher_scores, weights, num_items)
+    student_part = _nce_loss(student_scores - jnp.log(z_student), num_items, weights)
+    teacher_part = _nce_loss(teacher_scores - jnp.log(z_teacher), num_items, weights)
+  else:
+    student_part = positive_first_cross_entropy(student_scores, weights)
+    teacher_part = positive_first_cross_entropy(teacher_scores, weights)
 
   writes = _last_writes(index, weights)
   new_memory = memory.replace(
@@ -204,7 +240,13 @@ def clt_loss(
     z_student=z_student,
     z_teacher=z_teacher,
   )
-  aux = {"clt_student": student_part, "clt_teacher": teacher_part}
+  aux = {
+    "clt_student": student_part,
+    "clt_teacher": teacher_part,
+    "clt_accuracy": _positive_accuracy(
+      jax.lax.stop_gradient(student_scores), contrast_idx, weights
+    ),
+  }
   return student_part + teacher_part, new_memory, aux
 
 

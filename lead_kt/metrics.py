@@ -368,23 +368,51 @@ def paired_bootstrap(
   macro_auc, macro_accuracy, macro_f1 (points from the full records), plus per-class ``auc``/``f1``
   differences and intervals as {class: ...}.
   """
-  scores_a, labels_checked = _check_inputs(scores_a, labels, class_names)
-  scores_b, _ = _check_inputs(scores_b, labels, class_names)
-  thresholds_a = _broadcast_thresholds(thresholds_a, scores_a.shape)
-  thresholds_b = _broadcast_thresholds(thresholds_b, scores_b.shape)
-  models = [(scores_a, thresholds_a), (scores_b, thresholds_b)]
-  samples_a, samples_b = _bootstrap_samples(models, labels_checked, n_boot, seed)
-  unit = np.ones((1, scores_a.shape[0]))
-  point_a, point_b = (_resample_statistics(s, labels_checked, t, unit) for s, t in models)
+  return paired_bootstrap_mean(
+    [(scores_a, thresholds_a)], [(scores_b, thresholds_b)], labels, class_names, n_boot, seed
+  )
+
+
+def paired_bootstrap_mean(
+  models_a: Sequence[tuple[np.ndarray, object]],
+  models_b: Sequence[tuple[np.ndarray, object]],
+  labels: np.ndarray,
+  class_names: Sequence[str],
+  n_boot: int = 1000,
+  seed: int = 0,
+) -> dict:
+  """``paired_bootstrap`` of the mean over runs: mean of ``models_a`` minus mean of ``models_b``
+  (each a list of (scores, thresholds), e.g. one per training seed, all on the same records).
+
+  Every run is scored on the same record resamples, so the interval covers the test records'
+  sampling with the seeds' spread averaged in. With ``models_b`` empty, the mean of A itself.
+  """
+  models = []
+  for scores, thresholds in (*models_a, *models_b):
+    scores, labels_checked = _check_inputs(scores, labels, class_names)
+    models.append((scores, _broadcast_thresholds(thresholds, scores.shape)))
+  samples = _bootstrap_samples(models, labels_checked, n_boot, seed)
+  unit = np.ones((1, labels_checked.shape[0]))
+  points = [_resample_statistics(s, labels_checked, t, unit) for s, t in models]
+  count_a = len(models_a)
+
+  def mean_difference(per_model: list[dict]) -> dict:
+    a = {k: np.mean([m[k] for m in per_model[:count_a]], axis=0) for k in per_model[0]}
+    if count_a == len(per_model):
+      return a
+    b = {k: np.mean([m[k] for m in per_model[count_a:]], axis=0) for k in per_model[0]}
+    return {k: a[k] - b[k] for k in a}
+
   difference = {}
-  for key in point_a:
-    delta = point_a[key][0] - point_b[key][0]
+  for key, delta in mean_difference(points).items():
+    delta = delta[0]
     difference[key] = _json_float(delta) if delta.ndim == 0 else _per_class(class_names, delta)
   return {
     "n_boot": n_boot,
     "seed": seed,
+    "runs": [count_a, len(models) - count_a],
     "difference": difference,
-    "ci95": _intervals_json({k: samples_a[k] - samples_b[k] for k in samples_a}, class_names),
+    "ci95": _intervals_json(mean_difference(samples), class_names),
   }
 
 

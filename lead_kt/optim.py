@@ -1,9 +1,32 @@
 """Optimisers and learning-rate schedules (optax)."""
 
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 OPTIMIZERS = ("adamw_onecycle", "adam_warmup_step")
+
+
+def _warmup_multistep(cfg: ml_collections.ConfigDict, steps_per_epoch: int):
+  """The MVKT code's ``adjust_learning_rate``, constant within an epoch: ``warmup_lr * (epoch + 1)``
+  for the first ``warmup_epochs`` epochs, then ``learning_rate * decay_rate ** k`` after ``k`` of
+  the ``milestones`` (epochs) have passed."""
+  warmup_epochs = int(cfg.warmup_epochs)
+  warmup_lr = (
+    float(cfg.warmup_lr) if cfg.warmup_lr > 0 else cfg.learning_rate / max(1, warmup_epochs)
+  )
+  peak, decay_rate = float(cfg.learning_rate), float(cfg.decay_rate)
+  milestones = sorted(int(m) for m in cfg.milestones)
+  if any(m < 0 for m in milestones):
+    raise ValueError(f"optimizer.milestones must be epochs >= 0, got {tuple(cfg.milestones)}")
+
+  def schedule(step):
+    epoch = jnp.asarray(step) // max(1, steps_per_epoch)
+    passed = sum((epoch >= m).astype(jnp.int32) for m in milestones) if milestones else 0
+    decayed = peak * jnp.power(decay_rate, passed)
+    return jnp.where(epoch < warmup_epochs, warmup_lr * (epoch + 1), decayed).astype(jnp.float32)
+
+  return schedule
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int):
@@ -14,16 +37,7 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
       transition_steps=total_steps, peak_value=cfg.learning_rate, pct_start=cfg.pct_start
     )
   if cfg.name == "adam_warmup_step":
-    # The MVKT code: linear warm-up, then the rate multiplied by decay_rate every decay_epochs.
-    warmup_steps = cfg.warmup_epochs * steps_per_epoch
-    warmup = optax.linear_schedule(0.0, cfg.learning_rate, max(1, warmup_steps))
-    decay = optax.exponential_decay(
-      cfg.learning_rate,
-      transition_steps=max(1, cfg.decay_epochs * steps_per_epoch),
-      decay_rate=cfg.decay_rate,
-      staircase=True,
-    )
-    return optax.join_schedules([warmup, decay], [warmup_steps])
+    return _warmup_multistep(cfg, steps_per_epoch)
   raise ValueError(f"unknown optimizer {cfg.name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
@@ -33,7 +47,9 @@ def create(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int
   if cfg.name == "adamw_onecycle":
     tx = optax.adamw(schedule, weight_decay=cfg.weight_decay)
   else:
-    tx = optax.adam(schedule)
+    # torch.optim.Adam(weight_decay=wd), as the MVKT code: L2 added to the gradient before Adam's
+    # moments (coupled), unlike AdamW's decoupled decay.
+    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(schedule))
   if cfg.clip_grad_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_grad_norm), tx)
   return tx, schedule

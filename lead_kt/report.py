@@ -4,7 +4,8 @@
 
 A run directory holds ``results.json`` (method, dataset, backbone, student_leads, class_names, ...)
 and ``predictions/{validation,test}.npz`` (``scores`` [n, C], ``labels`` [n, C], ``index`` [n]).
-A cross-validated run is a directory of ``fold_*/`` run directories. Every number in the report is
+A cross-validated run is a directory of ``fold_*/`` run directories, a run of several training
+seeds one of ``seed_*/`` directories (each a run or its folds). Every number in the report is
 recomputed from the predictions with ``lead_kt.metrics``: thresholds are chosen on each fold's
 validation split, and a cross-validated run is pooled by concatenating its folds' test predictions
 (each binarised with its own fold's thresholds), so its AUC and bootstrap CIs are over all pooled
@@ -50,6 +51,26 @@ class Run:
   labels: np.ndarray
   thresholds: np.ndarray
   keys: np.ndarray
+  # A run trained with several seeds (``seed_*/``): every seed's (scores, thresholds) in the
+  # record order of ``keys``; ``scores`` and ``thresholds`` are the first seed's (for the plots).
+  seeds: tuple[str, ...] = ()
+  members: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+
+  @property
+  def name(self) -> str:
+    """The method, or the sweep's variant name (the run directory's, e.g. ``mvkt_infonce``)
+    where that is neither the method nor ``<method>_<lead>``."""
+    method = self.results["method"]
+    leads = self.results["student_leads"] or ()
+    plain = {method, *(f"{method}_{lead}" for lead in leads)}
+    return (
+      method if self.path.name in plain or self.path.name.startswith("fold_") else (self.path.name)
+    )
+
+  @property
+  def runs(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(scores, thresholds) of each seed, or of the one run."""
+    return self.members or ((self.scores, self.thresholds),)
 
   @property
   def dataset(self) -> str:
@@ -65,8 +86,8 @@ class Run:
 
   @property
   def row(self) -> tuple[str, str, str]:
-    """(method, leads, backbone): the row this run fills in the main table."""
-    return (self.results["method"], self.leads, self.results["backbone"])
+    """(name, leads, backbone): the row this run fills in the main table."""
+    return (self.name, self.leads, self.results["backbone"])
 
   @property
   def label(self) -> str:
@@ -115,11 +136,20 @@ def _fold_dirs(path: Path) -> list[Path]:
   return sorted(folds, key=lambda p: (len(p.name), p.name))  # fold_2 before fold_10
 
 
+def _seed_dirs(path: Path) -> list[Path]:
+  seeds = [p for p in path.glob("seed_*") if p.is_dir()]
+  return sorted(seeds, key=lambda p: (len(p.name), p.name))
+
+
 def load_run(path: str | Path) -> Run:
-  """Loads a run directory, or a directory of ``fold_*`` runs pooled into one run."""
+  """Loads a run directory, a directory of ``fold_*`` runs pooled into one run, or a directory of
+  ``seed_*`` runs (each a run or folds) of one configuration trained with several seeds."""
   path = Path(path)
   if not path.is_dir():
     raise FileNotFoundError(f"{path}: workdir does not exist")
+  seed_dirs = _seed_dirs(path)
+  if seed_dirs and not (path / RESULTS_FILE).is_file():
+    return _load_seeds(path, [load_run(d) for d in seed_dirs])
   fold_dirs = [path] if (path / RESULTS_FILE).is_file() else _fold_dirs(path)
   if not fold_dirs:
     _read_results(path)  # raises the missing-results error
@@ -145,13 +175,54 @@ def load_run(path: str | Path) -> Run:
   return Run(path, results[0], folds, scores, labels, thresholds, keys)
 
 
+def _load_seeds(path: Path, seeds: list[Run]) -> Run:
+  """One run of the seeds' runs, which must share their dataset, classes and test records."""
+  first = seeds[0]
+  members = []
+  for run in seeds:
+    for key in REQUIRED_KEYS:
+      if run.results[key] != first.results[key]:
+        raise ValueError(f"{path}: seeds disagree on {key!r} ({first.path}, {run.path})")
+    first_order, run_order = _aligned_order(first, run)
+    scores, thresholds = np.empty_like(run.scores), np.empty_like(run.thresholds)
+    scores[first_order], thresholds[first_order] = run.scores[run_order], run.thresholds[run_order]
+    members.append((scores, thresholds))
+  seed_names = tuple(run.path.name for run in seeds)
+  return dataclasses.replace(first, path=path, seeds=seed_names, members=tuple(members))
+
+
 def evaluate_run(run: Run, n_boot: int, seed: int) -> dict:
-  """``metrics.evaluate_split`` of the run's pooled test predictions plus ``ci95``."""
-  result = metrics.evaluate_split(run.scores, run.labels, run.class_names, run.thresholds)
-  result["ci95"] = metrics.bootstrap_ci(
-    run.scores, run.labels, run.thresholds, run.class_names, n_boot, seed
-  )
+  """``metrics.evaluate_split`` of the run's pooled test predictions plus ``ci95``; for a run of
+  several seeds, the mean over seeds of every figure, with the interval of that mean."""
+  per_seed = [
+    metrics.evaluate_split(scores, run.labels, run.class_names, thresholds)
+    for scores, thresholds in run.runs
+  ]
+  result = per_seed[0]
+  if len(per_seed) > 1:
+    result = _mean_of(per_seed)
+    result["per_seed_macro_auc"] = [r["macro_auc"] for r in per_seed]
+  result["ci95"] = metrics.paired_bootstrap_mean(
+    run.runs, [], run.labels, run.class_names, n_boot, seed
+  )["ci95"]
   return result
+
+
+def _mean_of(results: list[dict]) -> dict:
+  """The mean of ``metrics.evaluate_split`` results: numbers and per-class numbers averaged."""
+  mean = dict(results[0])
+  for key, value in results[0].items():
+    if isinstance(value, int | float) and not isinstance(value, bool):
+      values = [r[key] for r in results]
+      mean[key] = None if None in values else float(np.mean(values))
+    elif isinstance(value, dict):
+      mean[key] = {
+        name: None
+        if any(r[key][name] is None for r in results)
+        else float(np.mean([r[key][name] for r in results]))
+        for name in value
+      }
+  return mean
 
 
 def _aligned_order(run: Run, baseline: Run) -> tuple[np.ndarray, np.ndarray]:
@@ -179,11 +250,14 @@ def _aligned_order(run: Run, baseline: Run) -> tuple[np.ndarray, np.ndarray]:
 def compare_to_baseline(run: Run, baseline: Run, n_boot: int, seed: int) -> dict:
   """Paired bootstrap of run minus baseline on their common test records."""
   run_order, base_order = _aligned_order(run, baseline)
-  return metrics.paired_bootstrap(
-    run.scores[run_order],
-    run.thresholds[run_order],
-    baseline.scores[base_order],
-    baseline.thresholds[base_order],
+  if run.seeds and baseline.seeds and run.seeds != baseline.seeds:
+    raise ValueError(
+      f"{run.path} ({', '.join(run.seeds)}) and baseline {baseline.path} "
+      f"({', '.join(baseline.seeds)}) were trained with different seeds"
+    )
+  return metrics.paired_bootstrap_mean(
+    [(scores[run_order], thresholds[run_order]) for scores, thresholds in run.runs],
+    [(scores[base_order], thresholds[base_order]) for scores, thresholds in baseline.runs],
     run.labels[run_order],
     run.class_names,
     n_boot,
@@ -376,7 +450,9 @@ METHODS_NOTE = (
   "records; ACC and F1 are macro means of per-class accuracy and F1 at per-class thresholds chosen "
   "on the validation split (maximum F1) and applied to test. Cross-validated runs pool their "
   "folds' test predictions (each fold binarised with its own validation thresholds) before the "
-  "metrics and intervals are computed."
+  "metrics and intervals are computed. A run of several seeds shows the mean over its seeds, and "
+  "its interval is that of the mean (every seed scored on the same resamples); it is paired with "
+  "the baseline seed by seed."
 )
 
 

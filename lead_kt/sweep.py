@@ -3,14 +3,16 @@
   python -m lead_kt.sweep --config=configs/crossval.py --workdir=runs/cv
   python -m lead_kt.sweep --config=configs/per_lead.py --workdir=runs/per_lead
 
-``config.sweep`` says what to vary: ``methods`` (teacher, baseline, mvkt, kd, ...), ``leads`` (one
-single-lead student per lead; empty = the config's ``data.student_leads``), ``folds`` (each
+``config.sweep`` says what to vary: ``methods`` (the runs' names: a method such as teacher,
+baseline, mvkt, kd, or a variant named in ``variants``, which maps a name to its method), ``leads``
+(one single-lead student per lead; empty = the config's ``data.student_leads``), ``folds`` (each
 fold k in turn as test, fold k % 10 + 1 as validation, the rest train; empty = the official
-split) and ``overrides`` (per method, (dotted field, value) pairs set on its runs only). One
-12-lead teacher is trained per fold into ``WORKDIR/teacher[/fold_k]`` and every transfer
-method of that fold distils from it. Runs land in ``WORKDIR/<method>[_<lead>][/fold_k]``, which
-``python -m lead_kt.report --workdirs WORKDIR/*`` reads (folds pooled). A finished run is not
-repeated; an interrupted one resumes from its checkpoint.
+split), ``seeds`` (each student run once per seed; empty = ``config.seed``) and ``overrides``
+(per run name, (dotted field, value) pairs set on its runs only). One 12-lead teacher (of
+``config.seed``) is trained per fold into ``WORKDIR/teacher[/fold_k]`` and every transfer run of
+that fold distils from it. Runs land in ``WORKDIR/<name>[_<lead>][/seed_s][/fold_k]``, which
+``python -m lead_kt.report --workdirs WORKDIR/*`` reads (folds pooled, seeds paired). A finished
+run is not repeated; an interrupted one resumes from its checkpoint.
 """
 
 import copy
@@ -27,29 +29,35 @@ from lead_kt import config_fields, logger, methods, train
 def plan(config, workdir: epath.Path) -> list[tuple[str, epath.Path, object]]:
   """The runs of the sweep in order: ``(name, run directory, config)``; teachers come first."""
   sweep = config.sweep
-  for method in sweep.methods:
+  variants = dict(sweep.get("variants", {}))
+  method_of = {name: variants.get(name, name) for name in sweep.methods}
+  for method in method_of.values():
     methods.validate(_with(config, method=method))
+  seeds = tuple(sweep.get("seeds", ())) or (None,)
   runs = []
   for fold in tuple(sweep.folds) or (0,):
     fold_dir = f"fold_{fold}" if fold else ""
     teacher_dir = workdir / "teacher" / fold_dir
-    needs_teacher = any(m in methods.TRANSFER_METHODS for m in sweep.methods)
-    if "teacher" in sweep.methods or needs_teacher:
+    needs_teacher = any(m in methods.TRANSFER_METHODS for m in method_of.values())
+    if "teacher" in method_of.values() or needs_teacher:
       runs.append(("teacher", teacher_dir, _with(train.teacher_config(config), fold=fold)))
-    for method in sweep.methods:
-      if method == "teacher":
-        continue
-      for lead in tuple(sweep.leads) or (None,):
-        name = method if lead is None else f"{method}_{lead}"
-        run_config = _with(config, method=method, fold=fold, lead=lead)
-        config_fields.set_fields(run_config, config.sweep.get("overrides", {}).get(method, ()))
-        if method in methods.TRANSFER_METHODS:
-          run_config.teacher.checkpoint = str(teacher_dir)
-        runs.append((name, workdir / name / fold_dir, run_config))
+    # Seeds outermost, so that a sweep stopped early has every run of its first seeds.
+    for seed in seeds:
+      for name, method in method_of.items():
+        if method == "teacher":
+          continue
+        for lead in tuple(sweep.leads) or (None,):
+          run_name = name if lead is None else f"{name}_{lead}"
+          run_config = _with(config, method=method, fold=fold, lead=lead, seed=seed)
+          config_fields.set_fields(run_config, sweep.get("overrides", {}).get(name, ()))
+          if method in methods.TRANSFER_METHODS:
+            run_config.teacher.checkpoint = str(teacher_dir)
+          seed_dir = "" if seed is None else f"seed_{seed}"
+          runs.append((run_name, workdir / run_name / seed_dir / fold_dir, run_config))
   return runs
 
 
-def _with(config, method=None, fold=None, lead=None):
+def _with(config, method=None, fold=None, lead=None, seed=None):
   c = copy.deepcopy(config)
   with c.unlocked():
     if method is not None:
@@ -58,6 +66,8 @@ def _with(config, method=None, fold=None, lead=None):
       c.data.cv_test_fold = fold
     if lead is not None:
       c.data.student_leads = (lead,)
+    if seed is not None:
+      c.seed = seed
   return c
 
 

@@ -149,7 +149,9 @@ def test_torch_mvkt_step_trains_and_updates_the_bank():
 
   case = core.Case.parse("mvkt:xresnet1d50:4:64:1:float32")
   batch = core.synthetic_batch(case, num_classes=5, num_train=32)
-  step = torch_ref.make_step("mvkt", "xresnet1d50", batch, 5, num_train=32, negatives=8)
+  step = torch_ref.make_step(
+    "mvkt", "xresnet1d50", batch, 5, num_train=32, negatives=8, embed_hidden=16
+  )
   bank = step.memory.student_bank.clone()
   first, seconds = torch_ref.measure(step, warmup=1, timed=1)
   assert first > 0 and len(seconds) == 1

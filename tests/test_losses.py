@@ -143,11 +143,15 @@ def test_info_nce_matches_numpy():
     losses.info_nce(jnp.array(query), jnp.array(key), jnp.zeros((5, 3)), 0.2)
 
 
-def test_embed_head_outputs_unit_vectors_with_default_hidden_width():
-  head = EmbedHead(dim=16)
+@pytest.mark.parametrize(
+  "hidden, layers", [(0, {"output": (24, 16)}), (32, {"hidden": (24, 32), "output": (32, 16)})]
+)
+def test_embed_head_is_the_codes_linear_or_the_papers_mlp(hidden, layers):
+  head = EmbedHead(dim=16, hidden=hidden)
   features = jax.random.normal(jax.random.key(0), (4, 24))
   params = head.init(jax.random.key(1), features)
-  assert params["params"]["hidden"]["kernel"].shape == (24, 24)
+  shapes = {name: layer["kernel"].shape for name, layer in params["params"].items()}
+  assert shapes == layers
   embeddings = head.apply(params, features)
   assert embeddings.shape == (4, 16)
   np.testing.assert_allclose(jnp.linalg.norm(embeddings, axis=-1), 1.0, rtol=1e-5)

@@ -114,6 +114,94 @@ def test_clt_duplicate_index_last_occurrence_writes_and_mask_skips():
   assert float(aux["clt_student"]) == pytest.approx(float(alone["clt_student"]), rel=1e-5)
 
 
+def _numpy_scores(memory, student, teacher, contrast_idx, positive):
+  """Student-anchor and teacher-anchor scores [B, K + 1] / T, computed in numpy."""
+  t_rows = np.asarray(memory.teacher_bank)[np.asarray(contrast_idx)]
+  s_rows = np.asarray(memory.student_bank)[np.asarray(contrast_idx)]
+  student, teacher = np.asarray(student), np.asarray(teacher)
+  s_scores = np.einsum("bkd,bd->bk", t_rows, student) / SETUP["nce_t"]
+  t_scores = np.einsum("bkd,bd->bk", s_rows, teacher) / SETUP["nce_t"]
+  if positive == "current":
+    s_scores[:, 0] = t_scores[:, 0] = np.sum(student * teacher, axis=1) / SETUP["nce_t"]
+  return s_scores, t_scores
+
+
+def _numpy_infonce(scores):
+  return float(np.mean(np.log(np.exp(scores).sum(axis=1)) - scores[:, 0]))
+
+
+@pytest.mark.parametrize("positive", ["bank", "current"])
+def test_clt_infonce_is_a_softmax_over_positive_and_sampled_rows(positive):
+  memory = _fixture_memory()
+  student, teacher, index, contrast_idx = _fixture_inputs()
+  loss, updated, aux = jax.jit(_clt, static_argnames=("positive", "form"))(
+    memory, student, teacher, index, contrast_idx, positive=positive, form="infonce"
+  )
+  s_scores, t_scores = _numpy_scores(memory, student, teacher, contrast_idx, positive)
+  assert float(aux["clt_student"]) == pytest.approx(_numpy_infonce(s_scores), rel=1e-5)
+  assert float(aux["clt_teacher"]) == pytest.approx(_numpy_infonce(t_scores), rel=1e-5)
+  assert float(loss) == pytest.approx(float(aux["clt_student"] + aux["clt_teacher"]), rel=1e-6)
+  assert float(updated.z_student) == float(updated.z_teacher) == -1.0  # InfoNCE needs no Z
+  # The banks are updated the same way whatever the loss form.
+  _, nce_updated, _ = _clt(memory, student, teacher, index, contrast_idx, positive=positive)
+  np.testing.assert_array_equal(updated.student_bank, nce_updated.student_bank)
+
+
+def test_clt_current_positive_scores_the_two_views_of_this_input():
+  memory = _fixture_memory()
+  student, teacher, index, contrast_idx = _fixture_inputs()
+  # Identical views: the current positive is the best possible score, whatever the bank holds.
+  loss_same, _, aux_same = _clt(memory, student, student, index, contrast_idx, positive="current")
+  assert float(aux_same["clt_accuracy"]) == 1.0
+  s_scores, _ = _numpy_scores(memory, student, student, contrast_idx, "current")
+  eps = 1e-7
+  noise = (contrast_idx.shape[1] - 1) / SETUP["n_data"]
+  p = np.exp(s_scores) / (np.exp(s_scores).mean() * SETUP["n_data"])  # Z from this batch
+  expected = -np.mean(
+    np.log(p[:, 0] / (p[:, 0] + noise + eps)) + np.log(noise / (p[:, 1:] + noise + eps)).sum(1)
+  )
+  assert float(aux_same["clt_student"]) == pytest.approx(expected, rel=1e-4)
+  # The bank positive differs: the anchor's bank row is not this input's teacher embedding.
+  loss_bank, _, _ = _clt(memory, student, student, index, contrast_idx, positive="bank")
+  assert abs(float(loss_bank) - float(loss_same)) > 1e-3
+  # Gradient reaches the teacher-side embedding through the current positive only.
+  grad_teacher = jax.grad(
+    lambda t, positive: _clt(memory, student, t, index, contrast_idx, positive=positive)[2][
+      "clt_student"
+    ],
+  )
+  assert float(jnp.abs(grad_teacher(teacher, "current")).max()) > 0
+  assert float(jnp.abs(grad_teacher(teacher, "bank")).max()) == 0
+
+
+def test_clt_accuracy_counts_positives_above_every_other_record():
+  dim, items = 2, 6
+  memory = mem.ContrastMemory(
+    student_bank=jnp.zeros((items, dim)),
+    teacher_bank=jnp.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0], [0.8, 0.6], [0, 0]]),
+    z_student=jnp.array(-1.0),
+    z_teacher=jnp.array(-1.0),
+    item_labels=jnp.full((items,), -1, jnp.int32),
+  )
+  anchors = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  # Each positive (score 1) beats the other records' rows (0.8, 0.6, -1); the repeat of the
+  # anchor's own index in the negatives is not a rival.
+  contrast_idx = jnp.array([[0, 2, 3, 0], [1, 2, 4, 1]])
+  _, _, aux = _clt(memory, anchors, anchors, jnp.array([0, 1]), contrast_idx)
+  assert float(aux["clt_accuracy"]) == 1.0
+  losing = jnp.array([[0, 2, 3, 0], [5, 2, 4, 5]])  # anchor 1 scored against the zero row 5
+  _, _, aux = _clt(memory, anchors, anchors, jnp.array([0, 5]), losing)
+  assert float(aux["clt_accuracy"]) == 0.5
+
+
+def test_clt_rejects_unknown_options():
+  inputs = _fixture_inputs()
+  with pytest.raises(ValueError, match="unknown CLT positive 'teacher'"):
+    _clt(_fixture_memory(), *inputs, positive="teacher")
+  with pytest.raises(ValueError, match="unknown CLT loss form 'triplet'"):
+    _clt(_fixture_memory(), *inputs, form="triplet")
+
+
 def test_clt_rejects_bad_shapes():
   student, teacher, index, contrast_idx = _fixture_inputs()
   with pytest.raises(ValueError, match="student_emb"):

@@ -123,3 +123,27 @@ def test_per_lead_runs_are_paired_with_the_baseline_of_their_own_lead(tmp_path):
   with pytest.raises(ValueError, match="baseline_I_again"):  # one baseline per lead set
     again = shutil.copytree(base_i, tmp_path / "baseline_I_again")
     report.main(argv + ["--baseline", str(base_i), str(again)])
+
+
+def test_seeds_are_averaged_and_paired_seed_by_seed(tmp_path):
+  for seed in (0, 1, 2):
+    _write_run(tmp_path / "baseline" / f"seed_{seed}", "baseline", ["I"], noise=2.5, seed=seed)
+    _write_run(tmp_path / "mvkt_infonce" / f"seed_{seed}", "mvkt", ["I"], 1.0, seed=10 + seed)
+  variant = report.load_run(tmp_path / "mvkt_infonce")
+  baseline = report.load_run(tmp_path / "baseline")
+  assert variant.seeds == ("seed_0", "seed_1", "seed_2") and len(variant.runs) == 3
+  assert variant.row == ("mvkt_infonce", "I", "resnet1d")  # the sweep's variant name
+  evaluation = report.evaluate_run(variant, n_boot=50, seed=0)
+  per_seed = evaluation["per_seed_macro_auc"]
+  assert len(per_seed) == 3 and len(set(per_seed)) == 3
+  assert evaluation["macro_auc"] == pytest.approx(np.mean(per_seed))
+  low, high = evaluation["ci95"]["macro_auc"]
+  assert low < evaluation["macro_auc"] < high
+  paired = report.compare_to_baseline(variant, baseline, n_boot=50, seed=0)
+  base_auc = np.mean(report.evaluate_run(baseline, 10, 0)["per_seed_macro_auc"])
+  assert paired["runs"] == [3, 3]
+  assert paired["difference"]["macro_auc"] == pytest.approx(np.mean(per_seed) - base_auc)
+  assert paired["ci95"]["macro_auc"][0] > 0  # much less noise: better on every resample
+  shutil.rmtree(tmp_path / "baseline" / "seed_2")
+  with pytest.raises(ValueError, match="different seeds"):
+    report.compare_to_baseline(variant, report.load_run(tmp_path / "baseline"), 10, 0)

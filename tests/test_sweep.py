@@ -64,3 +64,20 @@ def test_a_cross_validation_fold_runs_and_is_not_repeated(tmp_path):
   assert summary[0]["test_macro_auc"] == results["test"]["macro_auc"]
   again = sweep.run_sweep(config, str(tmp_path / "cv"))
   assert again == summary
+
+
+def test_ablation_plan_pairs_every_variant_with_its_seed():
+  from configs import mvkt_ablations
+
+  runs = sweep.plan(mvkt_ablations.get_config(), epath.Path("/runs/ab"))
+  assert runs[0][0] == "teacher" and len(runs) == 1 + 9 * 3
+  by_path = {str(path): config for _, path, config in runs}
+  assert by_path["/runs/ab/mvkt_infonce/seed_2"].clt.loss == "infonce"
+  assert by_path["/runs/ab/mvkt_infonce/seed_2"].seed == 2
+  assert by_path["/runs/ab/mvkt_mkd_only/seed_0"].beta == 0.0
+  assert by_path["/runs/ab/baseline_whole/seed_1"].method == "baseline"
+  assert by_path["/runs/ab/baseline_whole/seed_1"].data.crop_len == 0
+  assert by_path["/runs/ab/mvkt/seed_1"].teacher.checkpoint == "/runs/ab/teacher"
+  # Seeds outermost: every variant of seed 0 comes before any run of seed 1.
+  seeds = [config.seed for name, _, config in runs[1:]]
+  assert seeds == sorted(seeds)

@@ -128,6 +128,7 @@ def torch_side_by_side(case, cfg, record: dict) -> dict | None:
       cfg.num_classes,
       cfg.num_train,
       cfg.num_negatives,
+      core.run_config(case, cfg).clt.head_hidden if case.method == "mvkt" else 0,
       compile_model=mode == "compile",
     )
     if step.num_params != flax_count:

@@ -81,11 +81,12 @@ class XResNet1d(nn.Module):
 
 
 class EmbedHead(nn.Module):
-  """Dense(F) -> ReLU -> Dense(dim) -> L2 norm, as lead_kt.models.heads.EmbedHead."""
+  """[Dense(hidden) -> ReLU ->] Dense(dim) -> L2 norm, as lead_kt.models.heads.EmbedHead."""
 
-  def __init__(self, features: int, dim: int):
+  def __init__(self, features: int, dim: int, hidden: int):
     super().__init__()
-    self.net = nn.Sequential(nn.Linear(features, features), nn.ReLU(), nn.Linear(features, dim))
+    layers = [nn.Linear(features, hidden), nn.ReLU()] if hidden > 0 else []
+    self.net = nn.Sequential(*layers, nn.Linear(hidden if hidden > 0 else features, dim))
 
   def forward(self, x):
     return F.normalize(self.net(x), dim=1, eps=1e-12)
@@ -163,10 +164,12 @@ def make_step(
   num_classes: int,
   num_train: int,
   negatives: int,
+  embed_hidden: int,
   compile_model: bool = False,
 ) -> TorchStep:
-  """The ``method`` step on numpy ``batch`` (lead_kt's [B, T, L] layout); ``compile_model`` wraps
-  the networks' and losses' forward in ``torch.compile``."""
+  """The ``method`` step on numpy ``batch`` (lead_kt's [B, T, L] layout); ``embed_hidden`` is the
+  MVKT embedding heads' hidden width (``clt.head_hidden``, 0 = one linear layer);
+  ``compile_model`` wraps the networks' and losses' forward in ``torch.compile``."""
   if method not in METHODS:
     raise ValueError(f"torch_ref has no {method!r} step; known: {', '.join(METHODS)}")
   view = "teacher" if method == "teacher" else "student"
@@ -178,7 +181,7 @@ def make_step(
     x_teacher = torch.from_numpy(batch["teacher"]).permute(0, 2, 1).contiguous()
     index = torch.from_numpy(batch["index"]).long()
     teacher = build(backbone, 12, num_classes).eval().requires_grad_(False)
-    embed_s, embed_t = EmbedHead(512, 128), EmbedHead(512, 128)
+    embed_s, embed_t = (EmbedHead(512, 128, embed_hidden) for _ in range(2))
     memory = ContrastMemory(num_train, 128, negatives)
     trained += [embed_s, embed_t]
 

@@ -18,6 +18,10 @@ from lead_kt.models.heads import EmbedHead
 
 MEMORIES = ("bank", "queue")
 NEGATIVES = ("uniform", "other_class")
+# The class that other_class negatives must differ in: the record's first label (REFERENCE.csv's
+# First_label for ICBEB2018, the lowest positive class for PTB-XL), or, as the MVKT code does for
+# PTB-XL, bit 0 of the multi-hot label (a bug there: it splits the records by one class only).
+CLASS_KEYS = ("first_label", "bit0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Mvkt:
 
   @property
   def embed(self) -> EmbedHead:
-    return EmbedHead(dim=self.cfg.clt.embed_dim)
+    return EmbedHead(dim=self.cfg.clt.embed_dim, hidden=self.cfg.clt.head_hidden)
 
   @property
   def mkd_temperature(self):
@@ -90,6 +94,9 @@ class Mvkt:
         contrast_idx,
         temperature=clt_cfg.temperature,
         momentum=clt_cfg.momentum,
+        mask=batch["mask"],
+        positive=clt_cfg.positive,
+        form=clt_cfg.loss,
       )
     else:
       clt, new_memory, aux = memory.queue_loss(state["memory"], s_emb, t_emb, clt_cfg.temperature)
@@ -118,6 +125,13 @@ def validate(config) -> None:
   methods.check_choice("mkd.variant", config.mkd.variant, losses.MKD_VARIANTS)
   methods.check_choice("clt.memory", config.clt.memory, MEMORIES)
   methods.check_choice("clt.negatives", config.clt.negatives, NEGATIVES)
+  methods.check_choice("clt.positive", config.clt.positive, memory.POSITIVES)
+  methods.check_choice("clt.loss", config.clt.loss, memory.LOSS_FORMS)
+  methods.check_choice("clt.class_key", config.clt.class_key, CLASS_KEYS)
+  if config.clt.head_hidden < 0:
+    raise ValueError(
+      f"clt.head_hidden must be >= 0 (0 = one linear layer), got {config.clt.head_hidden}"
+    )
   methods.check_choice("clt.bank_sharding", config.clt.bank_sharding, ("replicated", "data"))
 
 
@@ -127,4 +141,7 @@ def create(config, num_classes, num_train, train_first_labels):
   first = None
   if config.clt.negatives == "other_class":
     first = tuple(int(v) for v in train_first_labels)
+    if config.clt.class_key == "bit0":
+      # The lowest positive class is 0 exactly when bit 0 is set: two groups, as in the code.
+      first = tuple(0 if label == 0 else 1 for label in first)
   return Mvkt(student, teacher, config, num_train, first)

@@ -7,18 +7,20 @@ from lead_kt.losses import l2_normalize, resize_time
 
 
 class EmbedHead(nn.Module):
-  """Projection to the contrastive embedding space: Dense -> ReLU -> Dense(dim) -> L2 norm.
+  """Projection to the contrastive embedding space: ``[B, F]`` features -> ``[B, dim]`` unit rows.
 
-  ``[B, F]`` features -> ``[B, dim]`` unit vectors. ``hidden`` defaults to the input width ``F``.
+  ``hidden = 0``: Dense(dim) -> L2 norm (the MVKT code's ``Embed``). ``hidden > 0``: Dense(hidden)
+  -> ReLU -> Dense(dim) -> L2 norm (the two-layer MLP of the MVKT paper).
   """
 
   dim: int = 128
-  hidden: int | None = None
+  hidden: int = 0
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
-    hidden = self.hidden if self.hidden is not None else features.shape[-1]
-    x = nn.relu(nn.Dense(hidden, name="hidden")(features))
+    x = features
+    if self.hidden > 0:
+      x = nn.relu(nn.Dense(self.hidden, name="hidden")(x))
     return l2_normalize(nn.Dense(self.dim, name="output")(x))
 
 

@@ -1,0 +1,161 @@
+"""Why does a transfer run help or not? Measurements on a finished MVKT run's best checkpoint.
+
+  python -m lead_kt.diagnose --workdir=runs/ablations/mvkt/seed_0 [--batches=16]
+
+Writes ``WORKDIR/diagnostics.json`` and prints it:
+
+- ``gradient``: on ``--batches`` training batches (train mode, as the step sees them), the norm of
+  each weighted loss term's gradient over the student backbone (BCE, alpha * MKD, beta * CLT), each
+  term's share of their sum, and the cosine between the BCE gradient and each transfer term's;
+  ``clt_accuracy``, how often the positive outscores every sampled negative.
+- ``teacher``: the frozen teacher's macro-AUC and mean binary entropy of its probabilities on the
+  training and the validation split. A teacher that is much more confident and accurate on the
+  records it was trained on hands the student little more than their labels there.
+- ``agreement``: on the validation split, the mean over classes of the Pearson correlation between
+  the student's and the teacher's probabilities, and the mean absolute difference.
+"""
+
+import functools
+import json
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from etils import epath
+
+from lead_kt import checkpoint, input_pipeline, logger, methods, metrics, sharding, train
+
+
+def _cosine(a, b) -> float:
+  dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+  norms = float(_norm(a) * _norm(b))
+  return float(dot) / norms if norms > 0 else float("nan")
+
+
+def _norm(tree) -> float:
+  return float(jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(tree))))
+
+
+def _mean_entropy(probs: np.ndarray) -> float:
+  p = np.clip(probs, 1e-7, 1 - 1e-7)
+  return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
+
+
+def _restore_best(method, workdir: epath.Path, batch: dict):
+  abstract_params, abstract_state = jax.eval_shape(method.init, jax.random.PRNGKey(0), batch)
+  target = {"params": abstract_params, "method_state": abstract_state}
+  best = checkpoint.load_best_model(str(workdir), target)
+  return best["params"], best["method_state"]
+
+
+def gradient_shares(method, config, params, state, batches) -> dict:
+  """Per-term gradient norms over the student backbone, averaged over ``batches``."""
+  weights = {"bce": 1.0, "mkd": config.alpha, "clt": config.beta}
+
+  @jax.jit
+  def measure(params, state, batch, rng):
+    def term(name):
+      return lambda p: method.loss(p, state, batch, rng)[1][1][name]
+
+    grads = {name: jax.grad(term(name))(params)["student"] for name in weights}
+    _, (_, aux) = method.loss(params, state, batch, rng)
+    return grads, aux
+
+  sums: dict[str, list[float]] = {}
+  for number, batch in enumerate(batches):
+    grads, aux = measure(params, state, batch, jax.random.PRNGKey(number))
+    norms = {name: weights[name] * _norm(g) for name, g in grads.items()}
+    total = sum(norms.values())
+    row = {f"{name}_grad_norm": value for name, value in norms.items()}
+    row.update({f"{name}_share": value / total for name, value in norms.items()})
+    row["cos_bce_mkd"] = _cosine(grads["bce"], grads["mkd"])
+    row["cos_bce_clt"] = _cosine(grads["bce"], grads["clt"])
+    for key in ("bce", "mkd", "clt", "clt_accuracy"):
+      if key in aux:
+        row[key] = float(aux[key])
+    for key, value in row.items():
+      sums.setdefault(key, []).append(value)
+  return {key: float(np.mean(values)) for key, values in sums.items()}
+
+
+def diagnose(workdir: str, num_batches: int = 16) -> dict:
+  workdir = checkpoint.absolute_path(workdir)
+  results = json.loads((workdir / "results.json").read_text())
+  config = ml_collections.ConfigDict(results["config"])
+  if config.method != "mvkt":
+    raise ValueError(f"{workdir}: lead_kt.diagnose measures MVKT runs, this is {config.method!r}")
+  info = input_pipeline.dataset_info(config.data)
+  first_labels = None
+  if config.clt.negatives == "other_class":
+    first_labels = input_pipeline.split_first_labels(config.data, "train")
+  method = methods.create(config, info.num_classes, info.split_sizes["train"], first_labels)
+  normalizer = input_pipeline.load_or_fit_normalizer(
+    config.data, str(workdir / "normalization.json")
+  )
+  data_sharding = sharding.batch_sharding(sharding.make_mesh(config.mesh.model))
+  train_iter = input_pipeline.train_iterator(
+    config.data, normalizer, config.batch_size, data_sharding, config.seed
+  )
+  batches = [train._model_inputs(next(train_iter)) for _ in range(num_batches)]
+  params, state = _restore_best(method, workdir, batches[0])
+  report = {"workdir": str(workdir), "batches": num_batches}
+  report["gradient"] = gradient_shares(method, config, params, state, batches)
+
+  def teacher_logits(params, state, batch):
+    del params
+    return {"logits": method.teacher.frozen_apply(state["teacher"], batch["teacher"]).logits}
+
+  evaluate = functools.partial(
+    train._evaluate, jax.jit(teacher_logits), method, config, info, normalizer, data_sharding
+  )
+  report["teacher"] = {}
+  teacher_val = None
+  for split in ("train", "validation"):
+    outputs = evaluate(params, state, split)
+    report["teacher"][split] = {
+      "macro_auc": float(
+        metrics.evaluate_split(outputs.scores, outputs.labels, info.class_names)["macro_auc"]
+      ),
+      "mean_entropy": _mean_entropy(outputs.scores),
+    }
+    teacher_val = outputs.scores
+  student_val = train._evaluate(
+    jax.jit(method.predict),
+    method,
+    config,
+    info,
+    normalizer,
+    data_sharding,
+    params,
+    state,
+    "validation",
+  ).scores
+  correlations = [
+    np.corrcoef(student_val[:, c], teacher_val[:, c])[0, 1] for c in range(info.num_classes)
+  ]
+  report["agreement"] = {
+    "pearson_mean": float(np.nanmean(correlations)),
+    "mean_abs_difference": float(np.mean(np.abs(student_val - teacher_val))),
+  }
+  return report
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logger.quiet_library_logs()
+  report = diagnose(flags.FLAGS.workdir, flags.FLAGS.batches)
+  out = epath.Path(report["workdir"]) / "diagnostics.json"
+  out.write_text(json.dumps(report, indent=2))
+  logging.info("wrote %s", out)
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "A finished MVKT run directory (its student run).")
+  flags.DEFINE_integer("batches", 16, "Training batches to measure the gradients on.")
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)
