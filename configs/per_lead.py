@@ -1,5 +1,5 @@
-"""The per-lead study (the MVKT paper's Fig. 4): baseline and MVKT student for each of the 12 leads,
-all distilled from one 12-lead teacher.
+"""The per-lead study on PTB-XL (the MVKT paper's Fig. 4 does it on ICBEB2018): baseline and MVKT
+student for each of the 12 leads, all distilled from one 12-lead teacher.
 
 Run with ``python -m lead_kt.sweep --config=configs/per_lead.py --workdir=runs/per_lead``, then
 ``python -m lead_kt.report --workdirs runs/per_lead/* --out runs/per_lead/report``.

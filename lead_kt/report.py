@@ -336,7 +336,7 @@ def _lead_sort_key(lead: str) -> tuple[int, str]:
 
 
 def plot_per_lead(results: list[dict], out_png: str | Path) -> None:
-  """Macro AUC by student lead, a bar per method (the MVKT paper's Fig. 4).
+  """Macro AUC by student lead, a bar per method (as the MVKT paper's Fig. 4 on ICBEB2018).
 
   ``results`` are results.json dicts (``method``, ``dataset``, ``student_leads``,
   ``test.macro_auc`` and optionally ``test.ci95.macro_auc``) of one dataset; each (method, lead)
