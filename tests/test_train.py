@@ -225,3 +225,20 @@ def test_a_nan_validation_score_never_displaces_a_real_best():
   assert train._improves(nan, None)  # the first epoch always yields a best checkpoint
   assert train._improves(0.7, nan) and train._improves(0.8, 0.7)
   assert not train._improves(nan, 0.7) and not train._improves(0.6, 0.7)
+
+
+def test_diagnose_measures_a_finished_mvkt_run(mvkt_run):
+  from lead_kt import diagnose
+
+  workdir, _ = mvkt_run
+  report = diagnose.diagnose(str(workdir / "student"), num_batches=2)
+  gradient = report["gradient"]
+  shares = [gradient[f"{term}_share"] for term in ("bce", "mkd", "clt")]
+  assert all(0 < share < 1 for share in shares) and sum(shares) == pytest.approx(1.0)
+  assert -1 <= gradient["cos_bce_mkd"] <= 1 and 0 <= gradient["clt_accuracy"] <= 1
+  for split in ("train", "validation"):
+    assert 0 <= report["teacher"][split]["macro_auc"] <= 1
+    assert report["teacher"][split]["mean_entropy"] > 0
+  assert -1 <= report["agreement"]["pearson_mean"] <= 1
+  with pytest.raises(ValueError, match="measures MVKT runs"):
+    diagnose.diagnose(str(workdir / "teacher"))
