@@ -32,7 +32,9 @@ def metrics_collection(names) -> type[clu_metrics.Collection]:
 
 
 class RunLogger:
-  def __init__(self, workdir: str, total_steps: int, global_batch_size: int, name: str):
+  def __init__(
+    self, workdir: str, total_steps: int, global_batch_size: int, name: str, resume_step: int = 0
+  ):
     self.total_steps = total_steps
     self.global_batch_size = global_batch_size
     self.name = name
@@ -41,7 +43,11 @@ class RunLogger:
       from tensorboardX import SummaryWriter
 
       (epath.Path(workdir) / "tensorboard").mkdir(parents=True, exist_ok=True)
-      self._writer = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+      # A resumed run replays from resume_step: earlier events of later steps are purged, so
+      # that a replayed epoch is not logged twice.
+      self._writer = SummaryWriter(
+        str(epath.Path(workdir) / "tensorboard"), purge_step=resume_step or None
+      )
     self._last_time = None
     self._last_step = None
     self._start_time = time.time()

@@ -7,8 +7,8 @@ split, evaluates the test split once with it and writes ``WORKDIR/results.json``
 
 import copy
 import functools
+import io
 import json
-import shutil
 import time
 from typing import Any, NamedTuple
 
@@ -21,7 +21,16 @@ import optax
 from absl import logging
 from etils import epath
 
-from lead_kt import checkpoint, input_pipeline, logger, methods, metrics, optim, sharding
+from lead_kt import (
+  checkpoint,
+  config_fields,
+  input_pipeline,
+  logger,
+  methods,
+  metrics,
+  optim,
+  sharding,
+)
 
 # Fields that must match for a workdir's checkpoints to be resumed by a config.
 _RUN_IDENTITY = (
@@ -63,18 +72,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     return _run(config, workdir)
   if config.teacher.checkpoint:
     return _run(config, workdir, teacher_dir=checkpoint.absolute_path(config.teacher.checkpoint))
-  teacher_results = _run(teacher_config(config), workdir / "teacher")
+  # A finished teacher is never run again: the student may already hold its best, which a rerun
+  # (e.g. replaying an epoch after a damaged checkpoint) could replace.
+  teacher_results = _finished_results(workdir / "teacher")
+  if teacher_results is None:
+    teacher_results = _run(teacher_config(config), workdir / "teacher")
   if teacher_results is None:
     return None
   results = _run(config, workdir / "student", teacher_dir=workdir / "teacher")
   if results is not None and jax.process_index() == 0:
+    (workdir / "predictions").mkdir(exist_ok=True)
+    for source in (workdir / "student" / "predictions").iterdir():
+      _write_atomically(workdir / "predictions" / source.name, source.read_bytes())
     # The run's own summary at the top: the student's results with the teacher's beside them.
     summary = {**results, "teacher": _headline(teacher_results)}
-    (workdir / "results.json").write_text(json.dumps(summary, indent=2))
-    if (workdir / "predictions").exists():
-      shutil.rmtree(workdir / "predictions")
-    shutil.copytree(workdir / "student" / "predictions", workdir / "predictions")
+    _write_atomically(workdir / "results.json", json.dumps(summary, indent=2))
   return results
+
+
+def _finished_results(workdir: epath.Path) -> dict | None:
+  """A run's results.json, written last and whole: the run is finished when it exists."""
+  path = workdir / "results.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_atomically(path: epath.Path, data: str | bytes) -> None:
+  """Readers, and a restart after a kill, see the old file or the new one, never a part."""
+  partial = path.parent / f"{path.name}.tmp"
+  if isinstance(data, str):
+    partial.write_text(data)
+  else:
+    partial.write_bytes(data)
+  partial.replace(path)
 
 
 def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -85,6 +114,8 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     tc.student = copy.deepcopy(config.teacher)
     if config.teacher.num_epochs > 0:
       tc.num_epochs = config.teacher.num_epochs
+    overrides = config.teacher.optimizer.items()
+    config_fields.set_fields(tc, [(f"optimizer.{key}", value) for key, value in overrides])
   return tc
 
 
@@ -142,6 +173,12 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     state = jax.jit(init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
     if teacher_dir is not None:
       state = _with_teacher(state, config, info, teacher_dir)
+  # best/ can be ahead of the state training continues from (a kill between an epoch end's best
+  # and latest saves, or a skipped damaged latest step). Those best steps are dropped: replaying
+  # the epochs, exact as every resume, saves them again. Keeping one instead would trust an epoch
+  # that the restored progress never saw, and saving the latest step first would not help after
+  # a skipped damaged step.
+  ckpts.drop_best_after(int(state.step))
 
   step_fn = _make_train_step(method, tx, schedule)
   metric_names = jax.eval_shape(step_fn, abstract, example)[1].keys()
@@ -163,8 +200,8 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
 
   # Checkpoints are chosen on validation (never on test) by this score, higher is better.
   selection = getattr(method, "selection_metric", "macro_auc")
-  run_log = logger.RunLogger(str(workdir), total_steps, config.batch_size, config.method)
   step = int(state.step)
+  run_log = logger.RunLogger(str(workdir), total_steps, config.batch_size, config.method, step)
   run_log.start(step)
   accumulated = None
   with checkpoint.Preemption() as preemption:
@@ -228,15 +265,15 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     (workdir / "predictions").mkdir(exist_ok=True)
     for split, outputs in (("validation", val), ("test", test)):
       if outputs.scores is not None:
+        npz = io.BytesIO()
         np.savez(
-          workdir / "predictions" / f"{split}.npz",
-          scores=outputs.scores,
-          labels=outputs.labels,
-          index=np.arange(len(outputs.labels)),
+          npz, scores=outputs.scores, labels=outputs.labels, index=np.arange(len(outputs.labels))
         )
-    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+        _write_atomically(workdir / "predictions" / f"{split}.npz", npz.getvalue())
     if hasattr(method, "write_figures"):
       method.write_figures(config, workdir)
+    # Last: a run with results.json is finished (see _finished_results).
+    _write_atomically(workdir / "results.json", json.dumps(results, indent=2))
   logging.info(
     "[%s] best epoch %d: validation %s; test %s",
     config.method,
@@ -417,7 +454,7 @@ def _check_or_write_identity(config, info, workdir: epath.Path) -> None:
         f"{workdir} holds another run's checkpoints ({described}); use another --workdir"
       )
   elif jax.process_index() == 0:
-    path.write_text(json.dumps(identity, indent=2))
+    _write_atomically(path, json.dumps(identity, indent=2))
 
 
 def _with_teacher(state: TrainState, config, info, teacher_dir: epath.Path) -> TrainState:

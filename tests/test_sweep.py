@@ -70,7 +70,7 @@ def test_ablation_plan_pairs_every_variant_with_its_seed():
   from configs import mvkt_ablations
 
   runs = sweep.plan(mvkt_ablations.get_config(), epath.Path("/runs/ab"))
-  assert runs[0][0] == "teacher" and len(runs) == 1 + 9 * 3
+  assert runs[0][0] == "teacher" and len(runs) == 1 + 10 * 3
   by_path = {str(path): config for _, path, config in runs}
   assert by_path["/runs/ab/mvkt_infonce/seed_2"].clt.loss == "infonce"
   assert by_path["/runs/ab/mvkt_infonce/seed_2"].seed == 2

@@ -89,7 +89,8 @@ class SignalRecon:
     return signals * self.keep_mask
 
   def write_figures(self, config, run_dir) -> None:
-    """Called by the trainer once results.json is written: real vs reconstructed test records."""
+    """Called by the trainer after the test predictions, before results.json: real vs
+    reconstructed test records."""
     plot_run_reconstructions(config, str(run_dir), str(epath.Path(run_dir) / "reconstructions.png"))
 
   def reconstruct(self, params, signals: jax.Array, rng: jax.Array | None = None):
