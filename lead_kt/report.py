@@ -81,6 +81,11 @@ class Run:
     return list(self.results["class_names"])
 
   @property
+  def crop_len(self) -> int | None:
+    """Window length in samples (0 = whole records); None for runs that do not say."""
+    return self.results.get("crop_len")
+
+  @property
   def leads(self) -> str:
     return leads_label(self.results["student_leads"])
 
@@ -482,11 +487,15 @@ def _baselines_by_dataset(
   any baseline is given."""
   by_dataset: dict[str, list[Run]] = {}
   for baseline in baselines:
-    same = [b for b in by_dataset.get(baseline.dataset, []) if b.leads == baseline.leads]
+    same = [
+      b
+      for b in by_dataset.get(baseline.dataset, [])
+      if (b.leads, b.crop_len) == (baseline.leads, baseline.crop_len)
+    ]
     if same:
       raise ValueError(
-        f"two baselines for dataset {baseline.dataset} and leads {baseline.leads}: "
-        f"{same[0].path} and {baseline.path}"
+        f"two baselines for dataset {baseline.dataset}, leads {baseline.leads} and windows of "
+        f"{baseline.crop_len} samples: {same[0].path} and {baseline.path}"
       )
     by_dataset.setdefault(baseline.dataset, []).append(baseline)
   missing = [dataset for dataset in datasets if dataset not in by_dataset]
@@ -496,10 +505,15 @@ def _baselines_by_dataset(
 
 
 def _matching_baseline(run: Run, baselines: Sequence[Run]) -> Run | None:
-  """The baseline of the run's own leads (per-lead studies), else the dataset's only baseline."""
-  same_leads = [b for b in baselines if b.leads == run.leads]
-  if same_leads:
-    return same_leads[0]
+  """The baseline of the run's own leads (per-lead studies) and windows (crops or whole records),
+  else of its leads, else the dataset's only baseline."""
+  for matches in (
+    lambda b: (b.leads, b.crop_len) == (run.leads, run.crop_len),
+    lambda b: b.leads == run.leads,
+  ):
+    candidates = [b for b in baselines if matches(b)]
+    if candidates:
+      return candidates[0]
   return baselines[0] if len(baselines) == 1 else None
 
 

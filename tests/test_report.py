@@ -147,3 +147,28 @@ def test_seeds_are_averaged_and_paired_seed_by_seed(tmp_path):
   shutil.rmtree(tmp_path / "baseline" / "seed_2")
   with pytest.raises(ValueError, match="different seeds"):
     report.compare_to_baseline(variant, report.load_run(tmp_path / "baseline"), 10, 0)
+
+
+def test_runs_are_paired_with_the_baseline_of_their_own_windows(tmp_path):
+  runs = {}
+  for name, method, crop_len in (
+    ("baseline", "baseline", 250),
+    ("baseline_whole", "baseline", 0),
+    ("mvkt_whole", "mvkt", 0),
+    ("mvkt", "mvkt", 250),
+  ):
+    run_dir = _write_run(tmp_path / name, method, ["I"], noise=1.5, seed=len(runs))
+    results = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps({**results, "crop_len": crop_len}))
+    runs[name] = report.load_run(run_dir)
+  baselines = [runs["baseline"], runs["baseline_whole"]]
+  assert report._matching_baseline(runs["mvkt_whole"], baselines) is runs["baseline_whole"]
+  assert report._matching_baseline(runs["mvkt"], baselines) is runs["baseline"]
+  out = tmp_path / "out"
+  report.main(
+    ["--workdirs", str(tmp_path / "mvkt"), str(tmp_path / "mvkt_whole"), "--out", str(out)]
+    + ["--baseline", str(tmp_path / "baseline"), str(tmp_path / "baseline_whole")]
+    + ["--n-boot", "30"]
+  )
+  text = (out / "report.md").read_text()
+  assert "| mvkt_whole | I | resnet1d | baseline_whole (I, resnet1d) |" in text
