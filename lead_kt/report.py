@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,7 +155,12 @@ def load_run(path: str | Path) -> Run:
     raise FileNotFoundError(f"{path}: workdir does not exist")
   seed_dirs = _seed_dirs(path)
   if seed_dirs and not (path / RESULTS_FILE).is_file():
-    return _load_seeds(path, [load_run(d) for d in seed_dirs])
+    finished = [d for d in seed_dirs if (d / RESULTS_FILE).is_file() or _fold_dirs(d)]
+    for unfinished in sorted(set(seed_dirs) - set(finished)):
+      print(f"report: {unfinished} has no results yet; left out", file=sys.stderr)
+    if not finished:
+      _read_results(seed_dirs[0])  # raises the missing-results error
+    return _load_seeds(path, [load_run(d) for d in finished])
   fold_dirs = [path] if (path / RESULTS_FILE).is_file() else _fold_dirs(path)
   if not fold_dirs:
     _read_results(path)  # raises the missing-results error
@@ -255,14 +261,20 @@ def _aligned_order(run: Run, baseline: Run) -> tuple[np.ndarray, np.ndarray]:
 def compare_to_baseline(run: Run, baseline: Run, n_boot: int, seed: int) -> dict:
   """Paired bootstrap of run minus baseline on their common test records."""
   run_order, base_order = _aligned_order(run, baseline)
-  if run.seeds and baseline.seeds and run.seeds != baseline.seeds:
-    raise ValueError(
-      f"{run.path} ({', '.join(run.seeds)}) and baseline {baseline.path} "
-      f"({', '.join(baseline.seeds)}) were trained with different seeds"
-    )
+  run_members, base_members = run.runs, baseline.runs
+  if run.seeds and baseline.seeds:
+    # Seed by seed: the seeds both have (a sweep may still be running).
+    common = [seed for seed in run.seeds if seed in baseline.seeds]
+    if not common:
+      raise ValueError(
+        f"{run.path} ({', '.join(run.seeds)}) and baseline {baseline.path} "
+        f"({', '.join(baseline.seeds)}) have no training seed in common"
+      )
+    run_members = [run.members[run.seeds.index(seed)] for seed in common]
+    base_members = [baseline.members[baseline.seeds.index(seed)] for seed in common]
   return metrics.paired_bootstrap_mean(
-    [(scores[run_order], thresholds[run_order]) for scores, thresholds in run.runs],
-    [(scores[base_order], thresholds[base_order]) for scores, thresholds in baseline.runs],
+    [(scores[run_order], thresholds[run_order]) for scores, thresholds in run_members],
+    [(scores[base_order], thresholds[base_order]) for scores, thresholds in base_members],
     run.labels[run_order],
     run.class_names,
     n_boot,

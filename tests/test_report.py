@@ -144,8 +144,15 @@ def test_seeds_are_averaged_and_paired_seed_by_seed(tmp_path):
   assert paired["runs"] == [3, 3]
   assert paired["difference"]["macro_auc"] == pytest.approx(np.mean(per_seed) - base_auc)
   assert paired["ci95"]["macro_auc"][0] > 0  # much less noise: better on every resample
-  shutil.rmtree(tmp_path / "baseline" / "seed_2")
-  with pytest.raises(ValueError, match="different seeds"):
+  # A seed still training is left out, and pairing keeps to the seeds both runs have.
+  (tmp_path / "baseline" / "seed_2" / "results.json").unlink()
+  two_seeds = report.load_run(tmp_path / "baseline")
+  assert two_seeds.seeds == ("seed_0", "seed_1")
+  assert report.compare_to_baseline(variant, two_seeds, n_boot=10, seed=0)["runs"] == [2, 2]
+  for seed in (0, 1):
+    shutil.rmtree(tmp_path / "baseline" / f"seed_{seed}")
+  _write_run(tmp_path / "baseline" / "seed_7", "baseline", ["I"], noise=2.5, seed=7)
+  with pytest.raises(ValueError, match="no training seed in common"):
     report.compare_to_baseline(variant, report.load_run(tmp_path / "baseline"), 10, 0)
 
 
