@@ -553,9 +553,10 @@ def _dataset_section(
   plot_roc(runs, out / f"roc_{slug}.png")
   plot_f1(runs, evaluations, out / f"f1_{slug}.png")
   lines += ["", f"![ROC curves](roc_{slug}.png)", "", f"![Per-class F1](f1_{slug}.png)"]
-  if len({run.leads for run in runs}) > 1:
+  if len({run.leads for run in runs} - {leads_label(None)}) > 1:  # several student lead sets
     results = [
-      {**run.results, "test": result} for run, result in zip(runs, evaluations, strict=True)
+      {**run.results, "method": run.name, "test": result}
+      for run, result in zip(runs, evaluations, strict=True)
     ]
     plot_per_lead(results, out / f"per_lead_{slug}.png")
     lines += ["", f"![Macro AUC by lead](per_lead_{slug}.png)"]
