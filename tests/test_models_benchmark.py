@@ -158,8 +158,9 @@ def test_bfloat16_computation_keeps_float32_parameters_and_statistics(name):
   assert out.logits.dtype == jnp.float32 and np.isfinite(np.asarray(out.logits)).all()
 
 
-def test_batch_norm_matches_flax_batch_norm():
+def test_batch_norm_matches_flax_batch_norm_but_keeps_pytorchs_unbiased_running_variance():
   x = 3.0 * batch(leads=6, size=5) + 1.5
+  count = x.size // x.shape[-1]
   ours = BatchNorm()
   reference = nn.BatchNorm(momentum=0.9, epsilon=1e-5)
   variables = ours.init(key(0), x, train=False)
@@ -171,8 +172,16 @@ def test_batch_norm_matches_flax_batch_norm():
     variables, x, use_running_average=False, mutable=["batch_stats"]
   )
   np.testing.assert_allclose(y, y_ref, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), stats, stats_ref)
-  updated = {"params": variables["params"], **stats}
+  ours_stats, flax_stats = stats["batch_stats"], stats_ref["batch_stats"]
+  np.testing.assert_allclose(ours_stats["mean"], flax_stats["mean"], rtol=1e-5)
+  # Flax averages the biased batch variance into the running one, PyTorch the unbiased one.
+  batch_var = (flax_stats["var"] - 0.9 * variables["batch_stats"]["var"]) / 0.1
+  np.testing.assert_allclose(
+    ours_stats["var"],
+    0.9 * variables["batch_stats"]["var"] + 0.1 * batch_var * count / (count - 1),
+    rtol=1e-5,
+  )
+  updated = {"params": variables["params"], **stats_ref}
   np.testing.assert_allclose(
     ours.apply(updated, x, train=False),
     reference.apply(updated, x, use_running_average=True),

@@ -1,7 +1,8 @@
 """PyTorch twins of the benchmarked steps, for the side-by-side of ``python -m lead_kt.bench``.
 
 The networks are the PTB-XL benchmark's xresnet1d (``xresnet1d101``: 1,872,261 parameters for 5
-classes and 12 leads; ``xresnet1d50``), channels-first as PyTorch's Conv1d wants ``[B, C, T]``.
+classes and 12 leads; ``xresnet1d50``) as ``lead_kt.interop.torch_twins`` builds them,
+channels-first as PyTorch's Conv1d wants ``[B, C, T]``.
 Two steps: the supervised step (BCE, AdamW) of the teacher/baseline, and the MVKT step (BCE +
 multi-label KD from a frozen 12-lead teacher + CRD-style NCE against two memory banks with
 momentum updates). Needs the optional extra ``[torch]`` (``torch==2.13.0``).
@@ -16,68 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# name -> blocks per stage; every stage 64 wide x expansion 4, kernel 5, stem 32/32/64.
-BACKBONES = {"xresnet1d101": (3, 4, 23, 3), "xresnet1d50": (3, 4, 6, 3)}
+from lead_kt.interop import torch_twins
+
+# The benchmarked backbones with a twin (lead_kt.interop.torch_twins); their features are 512 wide.
+BACKBONES = ("xresnet1d101", "xresnet1d50")
 METHODS = ("teacher", "baseline", "mvkt")
-
-
-def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, relu=True, zero=False):
-  """Bias-free Conv1d (padding (k - 1) // 2) -> BatchNorm1d -> optional ReLU."""
-  bn = nn.BatchNorm1d(c_out)
-  nn.init.constant_(bn.weight, 0.0 if zero else 1.0)
-  conv = nn.Conv1d(c_in, c_out, kernel, stride, (kernel - 1) // 2, bias=False)
-  nn.init.kaiming_normal_(conv.weight)
-  return nn.Sequential(conv, bn, nn.ReLU()) if relu else nn.Sequential(conv, bn)
-
-
-class Bottleneck(nn.Module):
-  """conv1x1 -> conv k (strided) -> conv1x1 (zero-gated BN) + identity (AvgPool(2, ceil) when
-  strided, conv1x1 + BN when the width changes), then ReLU. [B, C_in, T] -> [B, 4h, ceil(T/s)]."""
-
-  def __init__(self, c_in: int, hidden: int, stride: int, kernel: int = 5, expansion: int = 4):
-    super().__init__()
-    c_out = hidden * expansion
-    self.body = nn.Sequential(
-      conv_bn(c_in, hidden, 1),
-      conv_bn(hidden, hidden, kernel, stride),
-      conv_bn(hidden, c_out, 1, relu=False, zero=True),
-    )
-    self.pool = nn.AvgPool1d(2, ceil_mode=True) if stride != 1 else nn.Identity()
-    self.project = conv_bn(c_in, c_out, 1, relu=False) if c_in != c_out else nn.Identity()
-
-  def forward(self, x):
-    return F.relu(self.body(x) + self.project(self.pool(x)))
-
-
-class XResNet1d(nn.Module):
-  """Stem -> MaxPool(3, 2, 1) -> bottleneck stages -> concat pool (max, mean) -> benchmark head.
-
-  ``forward(x [B, leads, T])`` returns ``(logits [B, C], features [B, 512])``.
-  """
-
-  def __init__(self, blocks, leads: int, num_classes: int, hidden: int = 64, kernel: int = 5):
-    super().__init__()
-    stem = [conv_bn(leads, 32, kernel, 2), conv_bn(32, 32, kernel), conv_bn(32, 64, kernel)]
-    layers, width = [*stem, nn.MaxPool1d(3, 2, 1)], 64
-    for stage, depth in enumerate(blocks):
-      for i in range(depth):
-        layers.append(Bottleneck(width, hidden, 2 if stage > 0 and i == 0 else 1, kernel))
-        width = hidden * 4
-    self.body = nn.Sequential(*layers)
-    self.head = nn.Sequential(
-      nn.BatchNorm1d(2 * width),
-      nn.Dropout(0.25),
-      nn.Linear(2 * width, 128),
-      nn.ReLU(),
-      nn.BatchNorm1d(128),
-      nn.Dropout(0.5),
-      nn.Linear(128, num_classes),
-    )
-
-  def forward(self, x):
-    x = self.body(x)
-    features = torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
-    return self.head(features), features
 
 
 class EmbedHead(nn.Module):
@@ -92,10 +36,10 @@ class EmbedHead(nn.Module):
     return F.normalize(self.net(x), dim=1, eps=1e-12)
 
 
-def build(backbone: str, leads: int, num_classes: int) -> XResNet1d:
+def build(backbone: str, leads: int, num_classes: int) -> nn.Module:
   if backbone not in BACKBONES:
     raise ValueError(f"torch_ref has no {backbone!r}; known: {', '.join(BACKBONES)}")
-  return XResNet1d(BACKBONES[backbone], leads, num_classes)
+  return torch_twins.build(backbone, leads, num_classes)
 
 
 def trainable_count(module: nn.Module) -> int:
@@ -186,9 +130,9 @@ def make_step(
     trained += [embed_s, embed_t]
 
     def forward():
-      logits, features = net(x)
+      logits, features = net.logits_and_features(x)
       with torch.no_grad():
-        t_logits, t_features = teacher(x_teacher)
+        t_logits, t_features = teacher.logits_and_features(x_teacher)
       s_emb, t_emb = embed_s(features), embed_t(t_features)
       bce = F.binary_cross_entropy_with_logits(logits, labels)
       clt = memory.loss(s_emb, t_emb, index)
@@ -198,7 +142,7 @@ def make_step(
   else:
 
     def forward():
-      logits, _ = net(x)
+      logits = net(x)
       return F.binary_cross_entropy_with_logits(logits, labels), None
 
     finish, memory = lambda _: None, None

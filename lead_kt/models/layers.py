@@ -24,7 +24,10 @@ class BatchNorm(nn.Module):
 
   Same parameters (``scale``, ``bias``), collection (``batch_stats``: ``mean``, ``var``) and
   semantics as ``nn.BatchNorm(momentum=0.9, epsilon=1e-5)`` (PyTorch's momentum 0.1), but the mean
-  and the mean of squares come from one pass over the input, which is faster on CPU.
+  and the mean of squares come from one pass over the input, which is faster on CPU, and the
+  running variance averages the unbiased batch variance, as PyTorch's BatchNorm1d does: the
+  reference networks are PyTorch's, and their trained statistics load as they are
+  (``lead_kt.interop``).
   """
 
   momentum: float = 0.9
@@ -45,7 +48,9 @@ class BatchNorm(nn.Module):
       if not self.is_initializing():
         keep = self.momentum
         running_mean.value = keep * running_mean.value + (1.0 - keep) * mean
-        running_var.value = keep * running_var.value + (1.0 - keep) * var
+        count = x.size // channels
+        unbiased_var = var * (count / max(count - 1, 1))
+        running_var.value = keep * running_var.value + (1.0 - keep) * unbiased_var
     else:
       mean, var = running_mean.value, running_var.value
     multiplier = scale * jax.lax.rsqrt(var + self.epsilon)
