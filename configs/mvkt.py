@@ -16,9 +16,11 @@ def get_config():
   c.beta = 0.8  # weight of CLT
 
   c.mkd = ml_collections.ConfigDict()
-  # paper (default): the formula of the paper (softmax over (p/T, (1-p)/T), T^2 scaling, T = 1.5).
-  # reference_code: the authors' public code (temperature divides probabilities, no T^2, T = 1).
-  c.mkd.variant = "paper"
+  # paper: the formula of the paper (softmax over (p/T, (1-p)/T), T^2 scaling, T = 1.5).
+  # reference_code (default): the authors' public code (temperature divides probabilities, no T^2,
+  # T = 1), i.e. half the Bernoulli KL per class. Chosen on validation: on 1,113 PTB-XL training
+  # records it gave the best validation macro-AUC of the MVKT variants (docs/results.md).
+  c.mkd.variant = "reference_code"
   c.mkd.temperature = -1.0  # -1 = the variant's own default
 
   c.clt = ml_collections.ConfigDict()
