@@ -111,17 +111,17 @@ def diagnose(workdir: str, num_batches: int = 16) -> dict:
   evaluate = functools.partial(
     train._evaluate, jax.jit(teacher_logits), method, config, info, normalizer, data_sharding
   )
-  report["teacher"] = {}
-  teacher_val = None
-  for split in ("train", "validation"):
-    outputs = evaluate(params, state, split)
-    report["teacher"][split] = {
+  teacher_scores = {split: evaluate(params, state, split) for split in ("train", "validation")}
+  report["teacher"] = {
+    split: {
       "macro_auc": float(
         metrics.evaluate_split(outputs.scores, outputs.labels, info.class_names)["macro_auc"]
       ),
       "mean_entropy": _mean_entropy(outputs.scores),
     }
-    teacher_val = outputs.scores
+    for split, outputs in teacher_scores.items()
+  }
+  teacher_val = teacher_scores["validation"].scores
   student_val = train._evaluate(
     jax.jit(method.predict),
     method,

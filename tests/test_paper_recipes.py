@@ -68,6 +68,9 @@ def test_ptbxl_recipe_accepts_every_backbone_of_the_papers_table(backbone):
   config = mvkt_ptbxl.get_config(backbone)
   methods.validate(config)
   assert config.student.backbone == config.teacher.backbone == backbone
+  # Building the method looks each network up in the registry (an unknown name raises).
+  method = methods.create(config, 5, 32, train_first_labels=None)
+  assert method.student.module.__class__.__name__ == method.teacher.module.__class__.__name__
 
 
 def test_icbeb_recipe_trains_two_steps_on_denoised_20_second_records(data_dir, tmp_path):
