@@ -202,6 +202,44 @@ def _load_seeds(path: Path, seeds: list[Run]) -> Run:
   return dataclasses.replace(first, path=path, seeds=seed_names, members=tuple(members))
 
 
+def restrict_to_folds(run: Run, folds: Sequence[str]) -> Run:
+  """The run with only the test records of ``folds`` (a cross-validated run's ``fold_k`` names)."""
+  keep = np.array([key.split("/", 1)[0] in folds for key in run.keys])
+  return dataclasses.replace(
+    run,
+    folds=tuple(fold for fold in run.folds if fold in folds),
+    scores=run.scores[keep],
+    labels=run.labels[keep],
+    thresholds=run.thresholds[keep],
+    keys=run.keys[keep],
+    members=tuple((scores[keep], thresholds[keep]) for scores, thresholds in run.members),
+  )
+
+
+def _on_common_folds(runs: Sequence[Run]) -> list[Run]:
+  """Cross-validated runs of one dataset restricted to the folds all of them have finished (a
+  sweep may still be running), so that every pooled figure and pairing is over the same records;
+  the folds left out are named on stderr."""
+  common = {}
+  for run in runs:
+    if run.folds:
+      shared = common.get(run.dataset, set(run.folds))
+      common[run.dataset] = shared & set(run.folds)
+  restricted = []
+  for run in runs:
+    folds = common.get(run.dataset)
+    if run.folds and set(run.folds) != folds:
+      left_out = [fold for fold in run.folds if fold not in folds]
+      print(
+        f"report: {run.path}: {', '.join(left_out)} left out (not finished by every "
+        f"cross-validated run of {run.dataset})",
+        file=sys.stderr,
+      )
+      run = restrict_to_folds(run, folds)
+    restricted.append(run)
+  return restricted
+
+
 def evaluate_run(run: Run, n_boot: int, seed: int) -> dict:
   """``metrics.evaluate_split`` of the run's pooled test predictions plus ``ci95``; for a run of
   several seeds, the mean over seeds of every figure, with the interval of that mean."""
@@ -573,7 +611,7 @@ def write_report(
   """Writes OUT/report.md and its PNGs (baselines are added to the runs); returns the .md path."""
   out = Path(out)
   paths = list(dict.fromkeys(Path(p).resolve() for p in [*workdirs, *baselines]))
-  loaded = {path: load_run(path) for path in paths}
+  loaded = dict(zip(paths, _on_common_folds([load_run(path) for path in paths]), strict=True))
   runs = list(loaded.values())
   groups = _group_by_dataset(runs)
   baseline_runs = _baselines_by_dataset(

@@ -80,6 +80,24 @@ def test_folds_are_pooled(tmp_path):
   assert "pooled over fold_1, fold_2" in (out / "report.md").read_text()
 
 
+def test_cross_validated_runs_are_reported_on_the_folds_all_have_finished(tmp_path, capsys):
+  for fold in (1, 2, 3):
+    _write_run(tmp_path / "baseline" / f"fold_{fold}", "baseline", ["I"], noise=2.0, seed=fold)
+  for fold in (1, 2):  # fold_3 of mvkt is still training
+    _write_run(tmp_path / "mvkt" / f"fold_{fold}", "mvkt", ["I"], noise=1.0, seed=10 + fold)
+  out = tmp_path / "out"
+  report.main(
+    ["--workdirs", str(tmp_path / "mvkt"), "--baseline", str(tmp_path / "baseline")]
+    + ["--out", str(out), "--n-boot", "50"]
+  )
+  text = (out / "report.md").read_text()
+  assert "baseline (I, resnet1d) on ptbxl/superdiagnostic_100hz: pooled over fold_1, fold_2." in text
+  assert "fold_3 left out" in capsys.readouterr().err
+  restricted = report.restrict_to_folds(report.load_run(tmp_path / "baseline"), ["fold_2"])
+  assert restricted.folds == ("fold_2",) and restricted.scores.shape == (120, 3)
+  assert all(key.startswith("fold_2/") for key in restricted.keys)
+
+
 def test_missing_results_json(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="no results.json"):
