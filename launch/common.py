@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import shlex
@@ -55,6 +56,14 @@ class Command:
       body = self.stdin.rstrip("\n")
       line += f" <<'{HEREDOC_END}'\n{body}\n{HEREDOC_END}"
     return line
+
+
+def positive_int(text: str) -> int:
+  """An argparse type: an integer of at least 1."""
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+  return value
 
 
 def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -25,13 +25,6 @@ from launch import common  # noqa: E402
 from launch.common import Command, LaunchError  # noqa: E402
 
 
-def _positive(text: str) -> int:
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-  return value
-
-
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="launch/gpu.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -41,9 +34,11 @@ def _parser() -> argparse.ArgumentParser:
   local.add_argument("--gpus", help="comma-separated GPU indices (CUDA_VISIBLE_DEVICES)")
   local.add_argument("--python", default=sys.executable, help="interpreter with lead_kt")
   slurm = modes.add_parser("slurm", help="several machines under SLURM, one process per node")
-  slurm.add_argument("--nodes", type=_positive, required=True)
-  slurm.add_argument("--gpus-per-node", type=_positive, default=8)
-  slurm.add_argument("--cpus-per-task", type=_positive, help="CPU cores per node's process")
+  slurm.add_argument("--nodes", type=common.positive_int, required=True)
+  slurm.add_argument("--gpus-per-node", type=common.positive_int, default=8)
+  slurm.add_argument(
+    "--cpus-per-task", type=common.positive_int, help="CPU cores per node's process"
+  )
   slurm.add_argument("--partition")
   slurm.add_argument("--account")
   slurm.add_argument("--time", default="24:00:00", help="wall-clock limit, HH:MM:SS")

@@ -241,7 +241,10 @@ class Preemption:
     self._previous = None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    # With several processes, JAX's own SIGTERM handler (installed by jax.distributed.initialize)
+    # tells the coordination service, which picks one step for every process to stop at; a Python
+    # handler would replace it and hide the signal.
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._on_signal)
     return self
 

@@ -31,10 +31,12 @@ _NCE_EPS = 1e-7
 
 @flax.struct.dataclass
 class ContrastMemory:
-  """CRD's memory: ``student_bank`` / ``teacher_bank`` ``[N, D]`` hold momentum averages of each
-  record's student / teacher embedding; ``z_student`` / ``z_teacher`` ``()`` are the NCE
-  normalisers (<= 0 until the first batch fixes them); ``item_labels`` ``[N]`` int32 is each
-  record's first label (-1 if none), used by ``other_class`` negatives."""
+  """CRD's memory: ``student_bank`` / ``teacher_bank`` ``[N', D]`` hold momentum averages of each
+  record's student / teacher embedding in rows ``[0, N)`` (rows past ``N``, if any, are padding
+  that lets the rows split evenly over devices; never read or written); ``z_student`` /
+  ``z_teacher`` ``()`` are the NCE normalisers (<= 0 until the first batch fixes them);
+  ``item_labels`` ``[N]`` int32 is each record's first label (-1 if none), used by ``other_class``
+  negatives."""
 
   student_bank: jax.Array
   teacher_bank: jax.Array
@@ -54,9 +56,14 @@ class QueueMemory:
 
 
 def init_memory(
-  rng: jax.Array, num_items: int, dim: int, item_labels: jax.Array | None = None
+  rng: jax.Array,
+  num_items: int,
+  dim: int,
+  item_labels: jax.Array | None = None,
+  rows_multiple: int = 1,
 ) -> ContrastMemory:
-  """Banks ``[num_items, dim]`` uniform in ``+-1/sqrt(dim/3)`` (CRD's init), normalisers unset."""
+  """Banks ``[num_items, dim]`` uniform in ``+-1/sqrt(dim/3)`` (CRD's init), normalisers unset;
+  zero rows appended up to a multiple of ``rows_multiple`` (the same values in the real rows)."""
   if item_labels is None:
     item_labels = jnp.full((num_items,), -1, jnp.int32)
   item_labels = jnp.asarray(item_labels, jnp.int32)
@@ -64,9 +71,14 @@ def init_memory(
     raise ValueError(f"init_memory: item_labels must be [{num_items}], got {item_labels.shape}")
   bound = 1.0 / (dim / 3) ** 0.5
   student_rng, teacher_rng = jax.random.split(rng)
+  padding = ((0, -num_items % rows_multiple), (0, 0))
+
+  def bank(key):
+    return jnp.pad(jax.random.uniform(key, (num_items, dim), jnp.float32, -bound, bound), padding)
+
   return ContrastMemory(
-    student_bank=jax.random.uniform(student_rng, (num_items, dim), jnp.float32, -bound, bound),
-    teacher_bank=jax.random.uniform(teacher_rng, (num_items, dim), jnp.float32, -bound, bound),
+    student_bank=bank(student_rng),
+    teacher_bank=bank(teacher_rng),
     z_student=jnp.array(-1.0, jnp.float32),
     z_teacher=jnp.array(-1.0, jnp.float32),
     item_labels=item_labels,
@@ -202,7 +214,7 @@ def clt_loss(
   """
   _check_choice("CLT positive", positive, POSITIVES)
   _check_choice("CLT loss form", form, LOSS_FORMS)
-  num_items, dim = memory.student_bank.shape
+  num_items, dim = memory.item_labels.shape[0], memory.student_bank.shape[1]
   batch = index.shape[0]
   for name, emb in (("student_emb", student_emb), ("teacher_emb", teacher_emb)):
     if emb.shape != (batch, dim):

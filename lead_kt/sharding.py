@@ -16,9 +16,32 @@ DATA_AXIS = "data"
 MODEL_AXIS = "model"
 
 
-def initialize_distributed() -> None:
-  """Joins a multi-process job (TPU pod slice, SLURM, or JAX's environment variables)."""
-  jax.distributed.initialize()
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  heartbeat_timeout_s: int = 100,
+) -> None:
+  """Joins a multi-process job: a TPU pod slice or SLURM find everything by themselves; elsewhere
+  (launch/local.py) the coordinator address, the process count and this process's id are given.
+
+  A process that stops sending heartbeats for ``heartbeat_timeout_s`` counts as dead, and the
+  coordination service then ends every other process (a collective waiting for the dead peer
+  would otherwise wait forever).
+  """
+  # Collectives between processes on CPU; set before the backend starts (jax 0.10 defaults to
+  # gloo, later versions may not).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  explicit = None not in (coordinator_address, num_processes, process_id)
+  jax.distributed.initialize(
+    coordinator_address,
+    num_processes,
+    process_id,
+    # With all three given, nothing to detect (a SLURM allocation around a local job would
+    # otherwise pin each process to one GPU).
+    cluster_detection_method="deactivate" if explicit else None,
+    heartbeat_timeout_seconds=heartbeat_timeout_s,
+  )
   logging.info(
     "process %d of %d, %d local / %d global devices",
     jax.process_index(),
@@ -28,8 +51,7 @@ def initialize_distributed() -> None:
   )
 
 
-def make_mesh(model_parallelism: int = 1, num_devices: int = 0) -> jax.sharding.Mesh:
-  """A ``(data, model)`` mesh over the first ``num_devices`` devices (0 = every device)."""
+def _mesh_devices(model_parallelism: int, num_devices: int) -> list:
   devices = jax.devices()
   if num_devices:
     if num_devices > len(devices):
@@ -37,6 +59,17 @@ def make_mesh(model_parallelism: int = 1, num_devices: int = 0) -> jax.sharding.
     devices = devices[:num_devices]
   if len(devices) % model_parallelism:
     raise ValueError(f"{len(devices)} devices do not split into model axis {model_parallelism}")
+  return devices
+
+
+def data_axis_size(model_parallelism: int = 1, num_devices: int = 0) -> int:
+  """The size of the ``data`` axis of ``make_mesh(model_parallelism, num_devices)``."""
+  return len(_mesh_devices(model_parallelism, num_devices)) // model_parallelism
+
+
+def make_mesh(model_parallelism: int = 1, num_devices: int = 0) -> jax.sharding.Mesh:
+  """A ``(data, model)`` mesh over the first ``num_devices`` devices (0 = every device)."""
+  devices = _mesh_devices(model_parallelism, num_devices)
   return jax.make_mesh(
     (len(devices) // model_parallelism, model_parallelism),
     (DATA_AXIS, MODEL_AXIS),

@@ -33,6 +33,8 @@ class Mvkt:
   # First label of each training record, for other_class negatives. A tuple, not an array: the
   # method object is hashed when its bound methods are jitted.
   train_first_labels: tuple[int, ...] | None = None
+  # Bank rows are padded to a multiple of this (the data axis, when the rows are split over it).
+  bank_rows_multiple: int = 1
   name: str = "mvkt"
 
   @property
@@ -60,7 +62,9 @@ class Mvkt:
     if clt.memory == "bank":
       labels = self.train_first_labels
       labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-      mem = memory.init_memory(rng_m, self.num_train, clt.embed_dim, item_labels=labels)
+      mem = memory.init_memory(
+        rng_m, self.num_train, clt.embed_dim, labels, rows_multiple=self.bank_rows_multiple
+      )
     else:
       mem = memory.init_queue(rng_m, clt.queue_size, clt.embed_dim)
     return params, {"student": stats, "teacher": teacher, "memory": mem}
@@ -144,4 +148,7 @@ def create(config, num_classes, num_train, train_first_labels):
     if config.clt.class_key == "bit0":
       # The lowest positive class is 0 exactly when bit 0 is set: two groups, as in the code.
       first = tuple(0 if label == 0 else 1 for label in first)
-  return Mvkt(student, teacher, config, num_train, first)
+  rows_multiple = 1
+  if config.clt.bank_sharding == "data":
+    rows_multiple = sharding.data_axis_size(config.mesh.model, config.mesh.num_devices)
+  return Mvkt(student, teacher, config, num_train, first, rows_multiple)
