@@ -1,7 +1,8 @@
 """Cases of ``python -m lead_kt.bench`` (see docs/benchmarks.md).
 
-A case is ``method:backbone:batch:crop_len:leads:dtype`` (global batch; the student's first
-``leads`` standard leads; float32 or bfloat16). Choose others on the command line, e.g.
+A case is ``method:backbone:batch:crop_len:leads:dtype[:teacher]`` (global batch; the student's
+first ``leads`` standard leads; float32 or bfloat16; the transfer methods' teacher when it is not
+``backbone``). Choose others on the command line, e.g.
 ``--config.cases="('mvkt:xresnet1d101:32:1000:1:float32',)"``.
 """
 
@@ -36,6 +37,8 @@ def get_config(variant: str = ""):
     "teacher:xresnet1d101:128:250:12:bfloat16",
     "feature_recon:cnn_transformer:64:250:1:float32",
     "signal_recon:xresnet1d50:16:1000:3:float32",
+    # A foundation model (ECGFounder's 12-lead Net1D, 10 s at 500 Hz) teaching a small student.
+    *(f"mvkt:fcn_wang:8:5000:1:{dtype}:net1d" for dtype in ("float32", "bfloat16")),
   )
   c.output = "/tmp/lead_kt_bench.jsonl"
   c.num_classes = 5  # PTB-XL superdiagnostic

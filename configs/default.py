@@ -20,7 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.student_leads = ("I",)
   c.data.crop_len = 250  # 2.5 s at 100 Hz as the PTB-XL benchmark; 0 = whole record (MVKT code)
   c.data.pad_short = True
-  c.data.normalization = "global"  # global | per_lead
+  c.data.normalization = "global"  # global | per_lead | none
+  # "" or a contract of lead_kt/data/preprocessing.py ("ecgfounder": 500 Hz, ECGFounder's filter
+  # and per-record z-score; needs data.normalization = "none").
+  c.data.preprocessing = ""
   c.data.eval_stride = 0  # 0 = crop_len // 2
   c.data.eval_aggregate = "max"  # max (benchmark) | mean
   c.data.worker_count = 0
@@ -34,12 +37,24 @@ def get_config() -> ml_collections.ConfigDict:
   c.student.backbone = "fcn_wang"
   c.student.dtype = "float32"  # or bfloat16 (parameters stay float32)
   c.student.kwargs = ml_collections.ConfigDict()
+  # A finished teacher or baseline run (e.g. one lead_kt.convert wrote) whose best variables start
+  # this network; a head for another class count starts anew (lead_kt/pretrained.py). "" = none.
+  c.student.init_from = ""
+  c.student.freeze_backbone = False  # True: train only the head (a linear probe)
 
   # The frozen 12-lead teacher of transfer methods (mvkt, kd, feature_recon).
   c.teacher = ml_collections.ConfigDict()
   c.teacher.backbone = "fcn_wang"
+  # Compute dtype of the teacher run and of the frozen teacher's forward in the transfer step
+  # (bfloat16 halves its activations; parameters stay float32).
+  c.teacher.dtype = "float32"
   c.teacher.checkpoint = ""  # a teacher run's workdir; "" = train one first into WORKDIR/teacher
   c.teacher.num_epochs = -1  # -1 = num_epochs
+  # The teacher run trained first (no teacher.checkpoint) starts from this run directory (e.g. a
+  # converted foundation model; its contract data.preprocessing comes with it), and with
+  # freeze_backbone trains only its head: see student.init_from.
+  c.teacher.init_from = ""
+  c.teacher.freeze_backbone = False
   # Fields of `optimizer` that the teacher run sets differently (e.g. the MVKT code's teacher
   # warm-up, warmup_lr = 1e-3); empty = the student's optimizer.
   c.teacher.optimizer = ml_collections.ConfigDict()

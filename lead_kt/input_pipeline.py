@@ -8,7 +8,11 @@ Config (`data`, an ml_collections.ConfigDict; `default_data_config()` lists ever
                                  the window are zero-padded at the end (after normalisation). With
                                  pad_short=False training skips them (evaluation still pads them, so
                                  every record is scored)
-  normalization                  "global" or "per_lead", fitted on the train split only
+  normalization                  "global" or "per_lead", fitted on the train split only; "none"
+  preprocessing                  "" or a named contract applied to each record as it is read
+                                 (data.preprocessing: "ecgfounder", the filter and per-record
+                                 z-score that ECGFounder's weights expect; 500 Hz datasets,
+                                 normalization "none")
   eval_stride, eval_aggregate    sliding evaluation windows (0 = crop_len // 2), "max" or "mean"
   worker_count                   0: splits are decoded once into host memory and batches are cut
                                  with numpy (fastest; RAM ~ the dataset's decoded size); > 0: that
@@ -18,8 +22,8 @@ Config (`data`, an ml_collections.ConfigDict; `default_data_config()` lists ever
 
 Batches follow `lead_kt.methods.base` (`teacher`, `student`, `label`, `index`, `mask`; evaluation
 adds `record`). Module map: data.catalog (sources), data.splits (checks, split loading),
-data.normalization, data.windows (crop and window positions), data.batching, data.train,
-data.evaluation.
+data.normalization, data.preprocessing (named record contracts), data.windows (crop and window
+positions), data.batching, data.train, data.evaluation.
 """
 
 import ml_collections
@@ -61,6 +65,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       "crop_len": 250,
       "pad_short": True,
       "normalization": "global",
+      "preprocessing": "",
       "eval_stride": 0,
       "eval_aggregate": "max",
       "worker_count": 0,

@@ -1,5 +1,9 @@
 """Optimisers and learning-rate schedules (optax)."""
 
+from collections.abc import Callable
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -41,8 +45,14 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
   raise ValueError(f"unknown optimizer {cfg.name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
-def create(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int):
-  """Returns ``(optax transformation, schedule)``."""
+def create(
+  cfg: ml_collections.ConfigDict,
+  steps_per_epoch: int,
+  num_epochs: int,
+  frozen: Callable[[Any], Any] | None = None,
+):
+  """Returns ``(optax transformation, schedule)``. ``frozen``: ``params -> pytree of bools``;
+  the parameters it marks get no update (the linear probe's backbone)."""
   schedule = learning_rate_schedule(cfg, steps_per_epoch, num_epochs)
   if cfg.name == "adamw_onecycle":
     tx = optax.adamw(schedule, weight_decay=cfg.weight_decay)
@@ -52,4 +62,9 @@ def create(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int
     tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(schedule))
   if cfg.clip_grad_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_grad_norm), tx)
+  if frozen is not None:
+    # Outermost, so that frozen parameters get neither weight decay nor a share of the clipping
+    # norm, and the optimiser keeps no moments for them.
+    labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "trained", frozen(params))
+    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule

@@ -12,7 +12,8 @@ reason in `error`, the message goes to stderr and the exit status is 1.
 Each record goes through the trainer's own evaluation path: the leads the model reads are picked by
 name (any spelling), treated as the run's dataset builder treated its records (resampled to the
 run's rate, polyphase; for an icbeb2018 `_db6` dataset denoised before, at 500 Hz, and for a `_20s`
-one centre-cropped or tiled to 20 s after, with the builder's own functions), normalised with the
+one centre-cropped or tiled to 20 s after, with the builder's own functions; for a run with a
+`data.preprocessing` contract, that contract after resampling), normalised with the
 run's statistics (`normalization.json`), cut into the run's test-time windows (crop_len, stride)
 and the windows' probabilities aggregated as in evaluation (max or mean); the yes/no decisions use
 the per-class thresholds chosen on the validation split (results.json, test.thresholds). On a
@@ -75,10 +76,12 @@ class RecordPreprocessing:
   it. denoise_fs: the rate (Hz) at which the record was wavelet-denoised before resampling (the
   icbeb2018 `_db6` configs), None for no filter; record_length: the samples at the model's rate
   to which the record was centre-cropped or tiled after resampling (`_20s`), None to keep its
-  length."""
+  length; contract: the run's `data.preprocessing` (lead_kt.data.preprocessing), applied at the
+  model's rate to the leads the model reads, "" for none."""
 
   denoise_fs: float | None = None
   record_length: int | None = None
+  contract: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,8 +276,10 @@ def preprocess_as_dataset(signal: np.ndarray, fs: float, spec: ModelSpec) -> np.
   """signal float32 [T, L] in mV at fs Hz -> float32 [T', L] at the model's rate, treated as the
   run's dataset builder treated each record (data_builders/icbeb2018), in the builder's order:
   the wavelet filter before resampling, the centre crop or tiling after. Only resampling for
-  datasets without these options."""
+  datasets without these options. Then the run's contract (`data.preprocessing`), as the pipeline
+  applies it to each stored record."""
   from data_builders.icbeb2018 import preprocessing
+  from lead_kt.data import preprocessing as contracts
 
   steps = spec.preprocessing
   if steps.denoise_fs:
@@ -284,6 +289,8 @@ def preprocess_as_dataset(signal: np.ndarray, fs: float, spec: ModelSpec) -> np.
   signal = ecg_io.resample(signal, fs, spec.fs)
   if steps.record_length:
     signal = preprocessing.centre_crop_or_tile(signal, steps.record_length)
+  if steps.contract:
+    signal = contracts.get(steps.contract).apply(signal, spec.fs)
   return signal
 
 
@@ -327,6 +334,14 @@ def _model_spec(config, results: dict, normalizer: Normalizer) -> ModelSpec:
     or _dataset_crop_len(config)
   )
   columns = [ecg_io.STANDARD_LEADS.index(lead) for lead in input_leads]
+  contract = config.data.get("preprocessing", "")
+  if contract and tuple(input_leads) != tuple(ecg_io.STANDARD_LEADS):
+    # The pipeline z-scores each stored 12-lead record as a whole; a view of fewer leads cannot
+    # be given the same statistics from its own leads.
+    raise ValueError(
+      f"the run reads {', '.join(input_leads)}, but its data.preprocessing={contract!r} "
+      "z-scores the whole 12-lead record: predict supports such runs only for 12-lead models"
+    )
   per_lead = len(normalizer.mean) == len(ecg_io.STANDARD_LEADS)
   mean = normalizer.mean[columns] if per_lead else np.repeat(normalizer.mean, len(columns))
   std = normalizer.std[columns] if per_lead else np.repeat(normalizer.std, len(columns))
@@ -375,20 +390,23 @@ def _dataset_facts(config) -> tuple[float, int | None]:
 def _dataset_preprocessing(config) -> RecordPreprocessing:
   """What the run's dataset builder did to its records besides resampling, from the builder code:
   the icbeb2018 filter and fixed length; nothing for other datasets or one registered in memory
-  (stored as given). A dataset that is neither raises ValueError naming it."""
+  (stored as given). A dataset that is neither raises ValueError naming it. The run's
+  `data.preprocessing` contract comes with it."""
   from data_builders.icbeb2018 import icbeb2018_dataset_builder as icbeb2018
   from lead_kt.data import catalog
 
+  contract = config.data.get("preprocessing", "")
   builder = _dataset_builder(config)
   if builder is None:
     catalog.open_source(config.data)  # Known in memory, or a ValueError: unknown dataset.
-    return RecordPreprocessing()
+    return RecordPreprocessing(contract=contract)
   builder_config = builder.builder_config
   if not isinstance(builder_config, icbeb2018.Icbeb2018Config):
-    return RecordPreprocessing()
+    return RecordPreprocessing(contract=contract)
   return RecordPreprocessing(
     denoise_fs=float(icbeb2018.SOURCE_RATE) if builder_config.denoise else None,
     record_length=builder_config.record_length,
+    contract=contract,
   )
 
 

@@ -29,8 +29,10 @@ from lead_kt import (
   methods,
   metrics,
   optim,
+  pretrained,
   sharding,
 )
+from lead_kt.methods.common import build_backbone
 
 # Fields that must match for a workdir's checkpoints to be resumed by a config.
 _RUN_IDENTITY = (
@@ -66,7 +68,9 @@ class ConfigError(ValueError):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Runs ``config`` in ``workdir``; returns the results, or None when stopped by preemption."""
+  config = pretrained.with_recorded_contract(config)
   methods.validate(config)
+  pretrained.check_method(config)
   workdir = checkpoint.absolute_path(workdir)
   if config.method not in methods.TRANSFER_METHODS:
     return _run(config, workdir)
@@ -88,6 +92,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     summary = {**results, "teacher": _headline(teacher_results)}
     _write_atomically(workdir / "results.json", json.dumps(summary, indent=2))
   return results
+
+
+def _normalization_file(workdir: epath.Path, teacher_dir: epath.Path | None) -> epath.Path:
+  """Where the run's input normalisation comes from: its own file once it has one; else a given
+  teacher's (or, without one, the init source's), because a network's view must be normalised as
+  it was trained (a teacher converted from PyTorch brings the statistics of its training). A
+  teacher trained here on the same train split has the statistics the run would fit. The run
+  keeps a copy (for predict)."""
+  own = workdir / "normalization.json"
+  teachers = None if teacher_dir is None else teacher_dir / "normalization.json"
+  if own.exists() or teachers is None or not teachers.exists():
+    return own
+  if jax.process_index() == 0:
+    _write_atomically(own, teachers.read_text())
+  return teachers
 
 
 def _finished_results(workdir: epath.Path) -> dict | None:
@@ -139,8 +158,10 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
   if config.method == "mvkt" and config.clt.negatives == "other_class":
     first_labels = input_pipeline.split_first_labels(config.data, "train")
   method = methods.create(config, info.num_classes, info.split_sizes["train"], first_labels)
+  init_from = config.student.init_from
+  init_dir = checkpoint.absolute_path(init_from) if init_from else None
   normalizer = input_pipeline.load_or_fit_normalizer(
-    config.data, str(workdir / "normalization.json")
+    config.data, str(_normalization_file(workdir, teacher_dir or init_dir))
   )
   data_sharding = sharding.batch_sharding(mesh)
   train_iter = input_pipeline.train_iterator(
@@ -152,9 +173,17 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
       f"batch size {config.batch_size} exceeds the {info.split_sizes['train']} training records"
     )
   total_steps = steps_per_epoch * config.num_epochs
-  tx, schedule = optim.create(config.optimizer, steps_per_epoch, config.num_epochs)
-
   example = _peek(train_iter)
+  # The shape of what the trained network reads: all 12 leads for a teacher run.
+  input_shape = example["teacher" if config.method == "teacher" else "student"].shape
+  frozen = None
+  if config.student.freeze_backbone:
+    head = pretrained.head_modules(
+      functools.partial(build_backbone, config.student), info.num_classes, input_shape
+    )
+    frozen = pretrained.frozen_mask(config.method, head)
+  tx, schedule = optim.create(config.optimizer, steps_per_epoch, config.num_epochs, frozen)
+
   init_fn = functools.partial(_init_state, method, tx, example)
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
   state_shardings = _state_shardings(method, abstract, mesh)
@@ -171,6 +200,8 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     logging.info("resumed %s at step %d", workdir, int(state.step))
   else:
     state = jax.jit(init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
+    if init_dir is not None:
+      state = _with_initial_network(state, config, info, init_dir, input_shape, mesh)
     if teacher_dir is not None:
       state = _with_teacher(state, config, info, teacher_dir)
   # best/ can be ahead of the state training continues from (a kill between an epoch end's best
@@ -482,3 +513,31 @@ def _with_teacher(state: TrainState, config, info, teacher_dir: epath.Path) -> T
   best = checkpoint.load_best_model(str(teacher_dir), abstract)
   teacher = {"params": best["params"], "stats": best["method_state"]}
   return state.replace(method_state={**state.method_state, "teacher": teacher})
+
+
+def _with_initial_network(
+  state: TrainState, config, info, source: epath.Path, input_shape, mesh
+) -> TrainState:
+  """Puts the init source's best variables in place of the initialised network's; a head for
+  another class count keeps its initial values (lead_kt/pretrained.py)."""
+  _, stored_classes = pretrained.check_source(source, config.student, input_shape[-1])
+  build = functools.partial(build_backbone, config.student)
+  rep = sharding.replicated(mesh)
+  abstract = jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
+    pretrained.abstract_variables(build(stored_classes), tuple(input_shape)),
+  )
+  best = checkpoint.load_best_model(
+    str(source),
+    {"params": abstract["params"], "method_state": {"batch_stats": abstract["batch_stats"]}},
+  )
+  loaded = {"params": best["params"], "batch_stats": best["method_state"]["batch_stats"]}
+  if stored_classes != info.num_classes:
+    initial = pretrained.network_variables(config.method, state.params, state.method_state)
+    head = pretrained.head_modules(build, info.num_classes, input_shape)
+    loaded = pretrained.replace_except(initial, loaded, head)
+    logging.info("init_from %s: %s replaced for %d classes", source, sorted(head), info.num_classes)
+  params, method_state = pretrained.with_network_variables(
+    config.method, state.params, state.method_state, loaded
+  )
+  return state.replace(params=params, method_state=method_state)

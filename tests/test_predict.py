@@ -267,3 +267,16 @@ def test_a_run_on_a_dataset_unknown_to_the_code_is_refused(tmp_path, run_dir):
   run = run_on_dataset(run_dir, tmp_path / "run", "no_such_dataset/100hz")
   with pytest.raises(predict.RunDirError, match=r"usable run .*unknown dataset 'no_such_dataset"):
     predict.Predictor(run)
+
+
+def test_a_single_lead_run_under_a_record_contract_is_refused(tmp_path, run_dir):
+  # The contract z-scores each stored 12-lead record; a lead-I view cannot repeat that alone.
+  run = tmp_path / "run"
+  shutil.copytree(run_dir, run)
+  results = json.loads((run / "results.json").read_text())
+  results["config"]["data"]["preprocessing"] = "ecgfounder"
+  (run / "results.json").write_text(json.dumps(results))
+  with pytest.raises(
+    predict.RunDirError, match=r"reads I, but its data.preprocessing='ecgfounder'"
+  ):
+    predict.Predictor(run)

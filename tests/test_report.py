@@ -91,7 +91,9 @@ def test_cross_validated_runs_are_reported_on_the_folds_all_have_finished(tmp_pa
     + ["--out", str(out), "--n-boot", "50"]
   )
   text = (out / "report.md").read_text()
-  assert "baseline (I, resnet1d) on ptbxl/superdiagnostic_100hz: pooled over fold_1, fold_2." in text
+  assert (
+    "baseline (I, resnet1d) on ptbxl/superdiagnostic_100hz: pooled over fold_1, fold_2." in text
+  )
   assert "fold_3 left out" in capsys.readouterr().err
   restricted = report.restrict_to_folds(report.load_run(tmp_path / "baseline"), ["fold_2"])
   assert restricted.folds == ("fold_2",) and restricted.scores.shape == (120, 3)

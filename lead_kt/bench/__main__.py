@@ -111,6 +111,7 @@ def torch_side_by_side(case, cfg, record: dict) -> dict | None:
     or case.backbone not in torch_ref.BACKBONES
     or case.dtype != "float32"
     or case.backbone in cfg.backbone_kwargs
+    or case.teacher not in ("", case.backbone)
   ):
     return {"note": f"no PyTorch twin of {case.method} with {case.backbone} in {case.dtype}"}
   if cfg.torch.threads:

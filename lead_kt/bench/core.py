@@ -29,7 +29,7 @@ from lead_kt.bench import pipeline_speed
 ALL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 DTYPES = ("float32", "bfloat16")
 _PIPELINE_DATASET = "lead_kt_bench_synthetic"
-_PIPELINE_RECORD_LEN = 1000  # pipeline_speed's synthetic records: 10 s at 100 Hz
+_PIPELINE_RECORD_LEN = 1000  # pipeline_speed's synthetic records: 10 s at 100 Hz, or the crop
 
 # Dense peak FLOP/s per device from the vendors' data sheets (NVIDIA: without sparsity; FP32 is the
 # non-tensor-core figure, so XLA's TF32 matmuls can exceed 100 % "float32" MFU). Google publishes
@@ -63,11 +63,12 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  """One benchmark combination, written ``method:backbone:batch:crop_len:leads:dtype``.
+  """One benchmark combination, written ``method:backbone:batch:crop_len:leads:dtype[:teacher]``.
 
   ``batch`` is global (over all devices). ``leads`` is the student's first ``leads`` standard leads
   (teacher runs read all 12). ``backbone`` is the trained network and, for transfer methods, the
-  frozen teacher too; for ``signal_recon`` (whose student is the VAE) it is the teacher.
+  frozen teacher too unless ``teacher`` names another (e.g. a small student of net1d); for
+  ``signal_recon`` (whose student is the VAE) it is the teacher. ``dtype`` is both networks'.
   """
 
   method: str
@@ -76,15 +77,18 @@ class Case:
   crop_len: int
   leads: int
   dtype: str
+  teacher: str = ""  # "" = backbone
 
   @classmethod
   def parse(cls, spec: str) -> "Case":
     parts = spec.split(":")
-    if len(parts) != 6:
-      raise ValueError(f"bench case {spec!r}: expected method:backbone:batch:crop_len:leads:dtype")
-    method, backbone, batch, crop_len, leads, dtype = parts
+    if len(parts) not in (6, 7):
+      raise ValueError(
+        f"bench case {spec!r}: expected method:backbone:batch:crop_len:leads:dtype[:teacher]"
+      )
+    method, backbone, batch, crop_len, leads, dtype, *teacher = parts
     try:
-      case = cls(method, backbone, int(batch), int(crop_len), int(leads), dtype)
+      case = cls(method, backbone, int(batch), int(crop_len), int(leads), dtype, *teacher)
     except ValueError as error:
       raise ValueError(f"bench case {spec!r}: batch, crop_len, leads must be integers") from error
     if case.method not in methods.METHODS:
@@ -99,7 +103,7 @@ class Case:
 
   @property
   def spec(self) -> str:
-    return ":".join(str(v) for v in dataclasses.astuple(self))
+    return ":".join(str(v) for v in dataclasses.astuple(self) if v != "")
 
   def with_batch(self, batch: int) -> "Case":
     return dataclasses.replace(self, batch=batch)
@@ -110,15 +114,18 @@ def run_config(case: Case, bench_cfg: ml_collections.ConfigDict) -> ml_collectio
   config's ``method_overrides[method]`` / ``backbone_kwargs[backbone]`` applied."""
   config_module = "teacher" if case.method == "teacher" else case.method
   config = importlib.import_module(f"configs.{config_module}").get_config()
-  kwargs = bench_cfg.backbone_kwargs.get(case.backbone, ml_collections.ConfigDict())
+  no_kwargs = ml_collections.ConfigDict()
+  kwargs = bench_cfg.backbone_kwargs.get(case.backbone, no_kwargs)
+  teacher = case.teacher or case.backbone
   with config.unlocked():
     config.method = case.method
     config.batch_size = case.batch
     config.data.crop_len = case.crop_len
     config.data.student_leads = ALL_LEADS[: case.leads]
-    config.teacher.backbone = case.backbone
+    config.teacher.backbone = teacher
     config.teacher.dtype = case.dtype
-    config.teacher.kwargs = ml_collections.ConfigDict(kwargs.to_dict())
+    teacher_kwargs = bench_cfg.backbone_kwargs.get(teacher, no_kwargs)
+    config.teacher.kwargs = ml_collections.ConfigDict(teacher_kwargs.to_dict())
     config.student.dtype = case.dtype
     if case.method != "signal_recon":
       config.student.backbone = case.backbone
@@ -261,18 +268,16 @@ def pipeline_rate(case: Case, bench_cfg: ml_collections.ConfigDict, data_shardin
   key = (case.batch, case.crop_len, case.leads, data_sharding)
   if key in _pipeline_cache:
     return _pipeline_cache[key]
-  if case.crop_len > _PIPELINE_RECORD_LEN:
-    raise ValueError(
-      f"bench case {case.spec}: the pipeline benchmark's records have {_PIPELINE_RECORD_LEN} "
-      f"samples, shorter than crop_len {case.crop_len}"
-    )
   num_records = max(bench_cfg.pipeline.num_records, 2 * case.batch)
+  # Records long enough for the crop (10 s at 500 Hz for the net1d cases).
+  length = max(_PIPELINE_RECORD_LEN, case.crop_len)
+  records = functools.partial(pipeline_speed.synthetic_records, length=length)
   input_pipeline.register_memory_dataset(
     _PIPELINE_DATASET,
     {
-      "train": pipeline_speed.synthetic_records(num_records),
-      "validation": pipeline_speed.synthetic_records(8, first=num_records),
-      "test": pipeline_speed.synthetic_records(8, first=num_records + 8),
+      "train": records(num_records),
+      "validation": records(8, first=num_records),
+      "test": records(8, first=num_records + 8),
     },
     class_names=[f"class{i}" for i in range(5)],
     sampling_rate=100,

@@ -30,14 +30,14 @@ _RECORD_LEN = 1000
 _NUM_CLASSES = 5
 
 
-def synthetic_records(count: int, first: int = 0) -> list[dict]:
+def synthetic_records(count: int, first: int = 0, length: int = _RECORD_LEN) -> list[dict]:
   rng = np.random.default_rng(first)
   return [
     {
-      "ecg": rng.normal(size=(_RECORD_LEN, 12)).astype(np.float32),
+      "ecg": rng.normal(size=(length, 12)).astype(np.float32),
       "label": (rng.random(_NUM_CLASSES) < 0.3).astype(np.float32),
       "index": i,
-      "length": _RECORD_LEN,
+      "length": length,
       "strat_fold": 1,
       "ecg_id": first + i + 1,
     }

@@ -35,7 +35,7 @@ def _row(record: dict) -> list[str]:
   case = record["case"]
   head = [
     case["method"],
-    case["backbone"],
+    case["backbone"] + (f" ({case['teacher']} teacher)" if case.get("teacher") else ""),
     str(case["batch"]),
     f"{case['crop_len']} x {case['leads']}",
     case["dtype"],

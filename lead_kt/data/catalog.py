@@ -4,11 +4,14 @@ Either kind is a `Source`: metadata plus, per split, a random-access reader that
 the stored format (a dict with `ecg` float32 [T, 12], `label` float32 [C], `index`, `length`,
 `strat_fold`, ...; see the builders in `data_builders`). Datasets registered with
 `register_memory_dataset` take precedence over TFDS names; tests and quick experiments use them.
+With `data.preprocessing` set, every split reader applies that named contract
+(`lead_kt.data.preprocessing`) to each record's `ecg` as it reads it.
 """
 
 import dataclasses
 import functools
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -16,6 +19,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from lead_kt.data import preprocessing
 from lead_kt.ecg_io import STANDARD_LEADS
 
 Example = dict[str, Any]
@@ -125,11 +129,56 @@ def register_memory_dataset(
 
 
 def open_source(data_cfg) -> Source:
-  """The dataset `data_cfg.name` names: a registered in-memory one, else TFDS (built if needed)."""
+  """The dataset `data_cfg.name` names: a registered in-memory one, else TFDS (built if needed);
+  its records preprocessed by the contract `data_cfg.preprocessing` names, if any."""
   if data_cfg.name in _MEMORY_SOURCES:
-    return _MEMORY_SOURCES[data_cfg.name]
-  ensure_built(data_cfg)
-  return _tfds_source(data_cfg.name, _local_path(data_cfg.data_dir))
+    source = _MEMORY_SOURCES[data_cfg.name]
+  else:
+    ensure_built(data_cfg)
+    source = _tfds_source(data_cfg.name, _local_path(data_cfg.data_dir))
+  contract = data_cfg.get("preprocessing", "")
+  return _preprocessed(source, contract) if contract else source
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessedSplit:
+  """A split whose records' `ecg` pass through a named contract as they are read (picklable, so
+  grain workers preprocess their own reads)."""
+
+  reader: SplitReader
+  contract: str
+  sampling_rate: int
+
+  def __len__(self) -> int:
+    return len(self.reader)
+
+  def read(self, positions: Sequence[int]) -> list[Example]:
+    apply = preprocessing.get(self.contract).apply
+    return [
+      {**example, "ecg": apply(example["ecg"], self.sampling_rate)}
+      for example in self.reader.read(positions)
+    ]
+
+
+# One preprocessed view per (source, contract), so that what is loaded from it is cached once.
+_PREPROCESSED: weakref.WeakKeyDictionary[Source, dict[str, Source]] = weakref.WeakKeyDictionary()
+
+
+def _preprocessed(source: Source, contract: str) -> Source:
+  expected_fs = preprocessing.get(contract).fs
+  if source.info.sampling_rate != expected_fs:
+    raise ValueError(
+      f"data.preprocessing={contract!r} needs records at {expected_fs} Hz, but "
+      f"{source.info.name!r} stores {source.info.sampling_rate} Hz"
+    )
+  views = _PREPROCESSED.setdefault(source, {})
+  if contract not in views:
+    splits = {
+      name: PreprocessedSplit(reader, contract, source.info.sampling_rate)
+      for name, reader in source.splits.items()
+    }
+    views[contract] = Source(source.info, splits)
+  return views[contract]
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,8 +1,9 @@
 """Standardisation of ECG samples, fitted on the training split only and stored with the run.
 
 "global": one mean and standard deviation over every sample of every lead of every training record
-(PTB-XL benchmark practice: a StandardScaler on the flattened signals); "per_lead": one per lead.
-The same `Normalizer` is applied in training, evaluation and prediction.
+(PTB-XL benchmark practice: a StandardScaler on the flattened signals); "per_lead": one per lead;
+"none": the identity, for records that a preprocessing contract already standardised (ECGFounder's
+per-record z-score). The same `Normalizer` is applied in training, evaluation and prediction.
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ from etils import epath
 
 from lead_kt.data.splits import load_split
 
-KINDS = ("global", "per_lead")
+KINDS = ("global", "per_lead", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,8 @@ def fit_normalizer(chunks: Iterable[np.ndarray], kind: str) -> Normalizer:
   """
   if kind not in KINDS:
     raise ValueError(f"data.normalization must be one of {KINDS}, got {kind!r}")
+  if kind == "none":
+    return Normalizer(kind, np.zeros(1, np.float32), np.ones(1, np.float32))
   count, mean, m2 = 0, 0.0, 0.0
   for chunk in chunks:
     values = np.asarray(chunk, np.float64)

@@ -277,8 +277,13 @@ def _check_options(data_cfg) -> None:
     "data.crop_len must be >= 0": data_cfg.crop_len >= 0,
     "data.eval_stride must be >= 0": data_cfg.eval_stride >= 0,
     "data.worker_count must be >= 0": data_cfg.worker_count >= 0,
-    "data.normalization must be 'global' or 'per_lead'": data_cfg.normalization
-    in ("global", "per_lead"),
+    "data.normalization must be 'global', 'per_lead' or 'none'": data_cfg.normalization
+    in ("global", "per_lead", "none"),
+    # The contracts standardise each record themselves; a second normalisation would change
+    # what the released weights see.
+    "data.preprocessing standardises each record: set data.normalization='none'": not (
+      data_cfg.get("preprocessing", "") and data_cfg.normalization != "none"
+    ),
     "data.eval_aggregate must be 'max' or 'mean'": data_cfg.eval_aggregate in ("max", "mean"),
     "data.cv_test_fold must be 0 (official splits) or 1..10": 0 <= data_cfg.cv_test_fold <= 10,
   }

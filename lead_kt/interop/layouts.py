@@ -3,8 +3,8 @@
 A layout is a list of ``Layer``: one PyTorch module (a Conv1d, BatchNorm1d or Linear) under one or
 more state_dict prefixes and the Flax module path holding the same weights. The key names follow
 the PTB-XL benchmark's ``code/models/`` (fcn_wang, resnet1d_wang, xresnet1d101/50, inception1d) and
-the MVKT code's ``models/xresnet_1d.py`` (our xresnet1d101_wide); ``lead_kt.interop.torch_twins``
-builds networks with exactly these names.
+the MVKT code's ``models/xresnet_1d.py`` (our xresnet1d101_wide) and ECGFounder's ``net1d.py``
+(net1d); ``lead_kt.interop.torch_twins`` builds networks with exactly these names.
 """
 
 import dataclasses
@@ -12,18 +12,23 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
-from lead_kt.models import inception, wang, xresnet
+from lead_kt.models import inception, net1d, wang, xresnet
 
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-  """``kind`` is "conv", "batch_norm" or "linear". ``torch_prefixes``: the first is the module's
-  name; more than one when the reference registers the same module twice (its state_dict then
-  holds each tensor under every name)."""
+  """``kind`` is "conv", "conv_bias" (a Conv1d with a bias), "batch_norm", "linear" or
+  "unused_batch_norm" (a BatchNorm1d the reference builds but never calls: its tensors, ``width``
+  channels each, have no Flax counterpart). ``torch_prefixes``: the first is the module's name;
+  more than one when the reference registers the same module twice (its state_dict then holds
+  each tensor under every name). ``head``: the classifier that ``from_torch(..., head_rng=...)``
+  may start anew for another number of classes (a "linear" layer)."""
 
   kind: str
   torch_prefixes: tuple[str, ...]
   flax_path: tuple[str, ...]
+  width: int = 0
+  head: bool = False
 
 
 def _conv(prefix: str, *path: str, aliases: tuple[str, ...] = ()) -> Layer:
@@ -149,6 +154,45 @@ def inception1d(model: inception.Inception1d) -> list[Layer]:
   return layers + _benchmark_head("layers.1")
 
 
+def _same_pad_conv(prefix: str, *path: str) -> Layer:
+  """ECGFounder's MyConv1dPadSame at ``prefix``: its biased Conv1d is ``{prefix}.conv``."""
+  return Layer("conv_bias", (f"{prefix}.conv",), path)
+
+
+def net1d_ecgfounder(model: net1d.Net1D) -> list[Layer]:
+  """ECGFounder's Net1D: ``first_conv.conv``, ``first_bn``, blocks
+  ``stage_list.{s}.block_list.{b}`` (``bn{i}``, ``conv{i}.conv`` for i = 1..3, ``se_fc1``,
+  ``se_fc2``), ``dense`` (the head). The reference builds every BatchNorm whether it uses it or not:
+  all of them are unused without BN (the released weights), the first block's ``bn1`` always."""
+
+  def norm(prefix: str, width: int, *path: str, used: bool = True) -> Layer:
+    if model.use_bn and used:
+      return _batch_norm(prefix, *path)
+    return Layer("unused_batch_norm", (prefix,), (), width)
+
+  layers = [
+    _same_pad_conv("first_conv", "stem"),
+    norm("first_bn", model.base_filters, "stem_bn"),
+  ]
+  c_in = model.base_filters
+  for s, (width, depth) in enumerate(zip(model.filters, model.blocks, strict=True)):
+    middle = int(width * model.ratio)
+    for b in range(depth):
+      block, path = f"stage_list.{s}.block_list.{b}", f"stage{s}_block{b}"
+      layers += [
+        norm(f"{block}.bn1", c_in, path, "bn1", used=s > 0 or b > 0),
+        _same_pad_conv(f"{block}.conv1", path, "conv1"),
+        norm(f"{block}.bn2", middle, path, "bn2"),
+        _same_pad_conv(f"{block}.conv2", path, "conv2"),
+        norm(f"{block}.bn3", middle, path, "bn3"),
+        _same_pad_conv(f"{block}.conv3", path, "conv3"),
+      ]
+      for fc in ("se_fc1", "se_fc2"):
+        layers.append(Layer("linear", (f"{block}.{fc}",), (path, fc)))
+      c_in = width
+  return layers + [Layer("linear", ("dense",), ("dense",), head=True)]
+
+
 LAYOUTS: dict[str, Callable[[nn.Module], list[Layer]]] = {
   "fcn_wang": fcn_wang,
   "resnet1d_wang": resnet1d_wang,
@@ -156,4 +200,5 @@ LAYOUTS: dict[str, Callable[[nn.Module], list[Layer]]] = {
   "xresnet1d50": xresnet1d_benchmark,
   "inception1d": inception1d,
   "xresnet1d101_wide": xresnet1d_mvkt,
+  "net1d": net1d_ecgfounder,
 }

@@ -3,7 +3,9 @@
 PyTorch stores Conv1d weights as [out, in, k] (Flax: [k, in, out]) and Linear weights as
 [out, in] (Flax: [in, out]); BatchNorm1d's weight, bias, running_mean and running_var are Flax's
 scale, bias (params) and mean, var (batch_stats). ``num_batches_tracked`` has no Flax counterpart:
-BatchNorm with a momentum never reads it.
+BatchNorm with a momentum never reads it. A BatchNorm1d that the reference builds but never calls
+(ECGFounder's Net1D without BN) has none either: its tensors are checked for shape and dropped, and
+``to_torch`` writes PyTorch's initial values, which such a module keeps.
 """
 
 import functools
@@ -17,6 +19,7 @@ import numpy as np
 
 from lead_kt import models
 from lead_kt.interop.layouts import LAYOUTS, Layer
+from lead_kt.models.layers import torch_default_bias_init, torch_default_kernel_init
 
 _CHECKPOINT_KEYS = ("model", "state_dict")  # fastai v1 Learner.save, common training loops
 _PARALLEL_PREFIX = "module."  # nn.DataParallel / DistributedDataParallel
@@ -38,6 +41,10 @@ def _linear_to_flax(weight: np.ndarray) -> np.ndarray:
 # transforms are their own inverses.
 _TENSORS = {
   "conv": (("weight", "params", "kernel", _conv_to_flax),),
+  "conv_bias": (
+    ("weight", "params", "kernel", _conv_to_flax),
+    ("bias", "params", "bias", None),
+  ),
   "linear": (
     ("weight", "params", "kernel", _linear_to_flax),
     ("bias", "params", "bias", None),
@@ -48,17 +55,20 @@ _TENSORS = {
     ("running_mean", "batch_stats", "mean", None),
     ("running_var", "batch_stats", "var", None),
   ),
+  "unused_batch_norm": (),
 }
 _COUNTER = "num_batches_tracked"
+_UNUSED_BATCH_NORM = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
 
 
-def layout(backbone: str) -> list[Layer]:
-  """The layout of ``backbone``; a ValueError names the backbones that have one."""
+def layout(backbone: str, model_kwargs: Mapping[str, Any] | None = None) -> list[Layer]:
+  """The layout of ``backbone`` built with ``model_kwargs`` (e.g. a narrower net1d); a ValueError
+  names the backbones that have one."""
   if backbone not in LAYOUTS:
     raise ValueError(
       f"no PyTorch layout for backbone {backbone!r}; supported: {', '.join(LAYOUTS)}"
     )
-  return LAYOUTS[backbone](models.get(backbone, num_classes=1))
+  return LAYOUTS[backbone](models.get(backbone, num_classes=1, **dict(model_kwargs or {})))
 
 
 def _entries(layers: list[Layer]) -> Iterator[tuple[str, tuple[str, ...], Any]]:
@@ -70,18 +80,55 @@ def _entries(layers: list[Layer]) -> Iterator[tuple[str, tuple[str, ...], Any]]:
         yield f"{prefix}.{name}", (collection, *layer.flax_path, flax_name), transform
 
 
-def _counter_keys(layers: list[Layer]) -> list[str]:
+def _counter_keys(layers: list[Layer], kind: str = "batch_norm") -> list[str]:
   return [
     f"{prefix}.{_COUNTER}"
     for layer in layers
-    if layer.kind == "batch_norm"
+    if layer.kind == kind
     for prefix in layer.torch_prefixes
   ]
 
 
+def _unused_entries(layers: list[Layer]) -> Iterator[tuple[str, int, float]]:
+  """``(torch key, channels, PyTorch's initial value)`` per tensor of an unused BatchNorm1d."""
+  for layer in layers:
+    if layer.kind == "unused_batch_norm":
+      for name, initial in _UNUSED_BATCH_NORM.items():
+        for prefix in layer.torch_prefixes:
+          yield f"{prefix}.{name}", layer.width, initial
+
+
+def _head_keys(layers: list[Layer]) -> set[str]:
+  return {key for layer in layers if layer.head for key, _, _ in _entries([layer])}
+
+
+def _new_head(layers: list[Layer], shapes: dict, rng: jax.Array) -> dict[tuple[str, ...], Any]:
+  """Flax variables of the head layers (Linear), drawn from ``rng`` as PyTorch's nn.Linear
+  initialises: weight and bias uniform in +-1/sqrt(in_features)."""
+  flat = {}
+  for index, layer in enumerate(layer for layer in layers if layer.head):
+    kernel_key, bias_key = jax.random.split(jax.random.fold_in(rng, index))
+    kernel_shape = shapes[("params", *layer.flax_path, "kernel")]
+    flat[("params", *layer.flax_path, "kernel")] = torch_default_kernel_init(
+      kernel_key, kernel_shape
+    )
+    flat[("params", *layer.flax_path, "bias")] = torch_default_bias_init(kernel_shape[0])(
+      bias_key, kernel_shape[-1:]
+    )
+  return flat
+
+
+def _hashable(model_kwargs: Mapping[str, Any] | None) -> tuple:
+  """``model_kwargs`` as a cache key (sequences as tuples)."""
+  items = sorted((model_kwargs or {}).items())
+  return tuple((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in items)
+
+
 @functools.cache  # tracing a deep backbone takes about a second
-def _flax_shapes(backbone: str, num_classes: int, num_leads: int) -> dict[tuple[str, ...], tuple]:
-  model = models.get(backbone, num_classes)
+def _flax_shapes(
+  backbone: str, num_classes: int, num_leads: int, model_kwargs: tuple = ()
+) -> dict[tuple[str, ...], tuple]:
+  model = models.get(backbone, num_classes, **dict(model_kwargs))
   # Parameter shapes do not depend on the length; 250 samples fit every backbone.
   variables = jax.eval_shape(
     lambda: model.init(jax.random.key(0), jnp.zeros((1, 250, num_leads), jnp.float32))
@@ -133,24 +180,37 @@ def _fail_on_keys(backbone: str, missing: list[str], unexpected: list[str], expe
 
 
 def from_torch(
-  backbone: str, state_dict: Mapping[str, Any], num_classes: int, num_leads: int
+  backbone: str,
+  state_dict: Mapping[str, Any],
+  num_classes: int,
+  num_leads: int,
+  head_rng: jax.Array | int | None = None,
+  model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-  """Flax variables ``{"params", "batch_stats"}`` of ``lead_kt.models.get(backbone, num_classes)``
-  for ``num_leads`` input leads, from a PyTorch state_dict of the reference layout.
+  """Flax variables ``{"params", "batch_stats"}`` of ``lead_kt.models.get(backbone, num_classes,
+  **model_kwargs)`` for ``num_leads`` input leads, from a PyTorch state_dict of the reference
+  layout (of the network built with the same options, e.g. a narrower net1d).
 
   ``state_dict`` maps keys to torch tensors or arrays; a checkpoint dict holding it under "model"
   or "state_dict" is unwrapped, a "module." prefix on every key is dropped. Raises StateDictError
   naming the key for a missing, unknown or misshapen entry.
+
+  ``head_rng`` (a JAX key or an int seed): where the layout has a replaceable head (net1d's
+  ``dense``) and the state_dict's head has another number of classes than ``num_classes`` (a
+  released model fine-tuned on new labels), everything else is loaded and the head starts anew
+  from this key, as PyTorch's nn.Linear starts (weight and bias uniform in +-1/sqrt(in_features)),
+  which is what ECGFounder's fine-tuning code does. Without it such a head is a shape error.
   """
-  layers = layout(backbone)
-  shapes = _flax_shapes(backbone, num_classes, num_leads)
+  layers = layout(backbone, model_kwargs)
+  shapes = _flax_shapes(backbone, num_classes, num_leads, _hashable(model_kwargs))
   _check_layout_covers(backbone, layers, shapes)
   given = _unwrap(state_dict)
   expected = {}  # torch key -> torch shape
   for key, path, transform in _entries(layers):
     shape = shapes[path]
     expected[key] = shape[::-1] if transform else shape  # both transforms reverse the axes
-  counters = _counter_keys(layers)
+  expected.update({key: (width,) for key, width, _ in _unused_entries(layers)})
+  counters = _counter_keys(layers) + _counter_keys(layers, "unused_batch_norm")
   expected.update({key: () for key in counters})
   missing = [key for key in expected if key not in given]
   unexpected = [key for key in given if key not in expected]
@@ -158,14 +218,30 @@ def from_torch(
     _fail_on_keys(backbone, missing, unexpected, expected)
 
   arrays = {key: _as_numpy(value) for key, value in given.items()}
+  head_keys, new_head = _head_keys(layers), False
   for key, shape in expected.items():
-    if arrays[key].shape != tuple(shape):
-      raise StateDictError(
-        f"{key!r} has shape {arrays[key].shape}, expected {tuple(shape)} for {backbone} with "
-        f"{num_leads} leads and {num_classes} classes"
-      )
+    found = arrays[key].shape
+    if found == tuple(shape):
+      continue
+    # The class count is PyTorch's first axis of a Linear weight and bias.
+    if key in head_keys and found[1:] == tuple(shape[1:]):
+      if head_rng is not None:
+        new_head = True
+        continue
+      hint = f"; pass head_rng to start a new head for {num_classes} classes"
+    else:
+      hint = ""
+    raise StateDictError(
+      f"{key!r} has shape {found}, expected {tuple(shape)} for {backbone} with "
+      f"{num_leads} leads and {num_classes} classes{hint}"
+    )
   flat, source_of = {}, {}
+  if new_head:
+    rng = jax.random.key(head_rng) if isinstance(head_rng, int | np.integer) else head_rng
+    flat = _new_head(layers, shapes, rng)
   for key, path, transform in _entries(layers):
+    if new_head and key in head_keys:
+      continue
     value = arrays[key].astype(np.float32)
     if path in flat:  # a second name of one module: the reference saved the same tensor twice
       if not np.array_equal(np.asarray(flat[path]), transform(value) if transform else value):
@@ -178,18 +254,24 @@ def from_torch(
   return flax.traverse_util.unflatten_dict(flat)
 
 
-def to_torch(backbone: str, variables: Mapping[str, Any], batches_tracked: int = 0) -> dict:
+def to_torch(
+  backbone: str,
+  variables: Mapping[str, Any],
+  batches_tracked: int = 0,
+  model_kwargs: Mapping[str, Any] | None = None,
+) -> dict:
   """The PyTorch state_dict (torch tensors, the reference layout's keys) of Flax ``variables`` of
-  ``backbone``; every BatchNorm's ``num_batches_tracked`` is ``batches_tracked``.
+  ``backbone`` (built with ``model_kwargs``); every BatchNorm's ``num_batches_tracked`` is
+  ``batches_tracked`` (0 for one the reference never calls, which also keeps its initial values).
 
   ``to_torch(b, from_torch(b, sd, ...), n)`` gives ``sd`` back exactly when ``sd``'s BatchNorms
   have counted ``n`` batches (each counts one per training step).
   """
   import torch  # only this direction needs PyTorch
 
-  layers = layout(backbone)
+  layers = layout(backbone, model_kwargs)
   flat = flax.traverse_util.flatten_dict(
-    {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   )
   state_dict = {}
   for key, path, transform in _entries(layers):
@@ -202,4 +284,8 @@ def to_torch(backbone: str, variables: Mapping[str, Any], batches_tracked: int =
     )
   for key in _counter_keys(layers):
     state_dict[key] = torch.tensor(batches_tracked, dtype=torch.long)
+  for key, width, initial in _unused_entries(layers):
+    state_dict[key] = torch.full((width,), initial)
+  for key in _counter_keys(layers, "unused_batch_norm"):
+    state_dict[key] = torch.tensor(0, dtype=torch.long)
   return state_dict

@@ -3,8 +3,9 @@ reference code's networks.
 
 ``fcn_wang``, ``resnet1d_wang``, ``xresnet1d101``, ``xresnet1d50`` and ``inception1d`` name their
 modules as the PTB-XL benchmark's ``code/models/`` does (fastai v1 style, mostly ``nn.Sequential``
-indices); ``xresnet1d101_wide`` as the MVKT code's ``models/xresnet_1d.py``. Channels-first: the
-input is ``[B, leads, T]``. ``forward`` returns the logits, as the references do;
+indices); ``xresnet1d101_wide`` as the MVKT code's ``models/xresnet_1d.py``; ``net1d`` as
+ECGFounder's ``net1d.py`` (PKUDigitalHealth/ECGFounder). Channels-first: the input is
+``[B, leads, T]``. ``forward`` returns the logits, as the references do;
 ``logits_and_features`` also gives the pooled features. The tests load their weights into the Flax
 models (``lead_kt.interop``) and ``lead_kt.bench`` times them beside JAX.
 """
@@ -270,6 +271,131 @@ class Inception1d(nn.Module):
     return self.layers(x)
 
 
+class SamePadConv1d(nn.Module):
+  """ECGFounder's MyConv1dPadSame: a biased Conv1d (key ``.conv``) padded "same" as TensorFlow
+  pads, ``p // 2`` zeros on the left and the rest on the right."""
+
+  def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1):
+    super().__init__()
+    self.conv = nn.Conv1d(c_in, c_out, kernel, stride, groups=groups)
+
+  def forward(self, x):
+    length, kernel, stride = x.shape[-1], self.conv.kernel_size[0], self.conv.stride[0]
+    total = max(0, (-(-length // stride) - 1) * stride + kernel - length)
+    return self.conv(F.pad(x, (total // 2, total - total // 2)))
+
+
+def max_pool_same(x, window: int):
+  """ECGFounder's MyMaxPool1dPadSame: zeros (not -inf) padded as the convolutions pad, then
+  MaxPool1d(window)."""
+  pad = window - 1
+  return F.max_pool1d(F.pad(x, (pad // 2, pad - pad // 2)), window)
+
+
+class Net1DBlock(nn.Module):
+  """ECGFounder's BasicBlock: ``bn{i}`` (built even without BN, as the reference does, so that
+  its state_dict has them) -> Swish -> dropout -> ``conv{i}`` for i = 1..3, squeeze-and-excitation
+  ``se_fc1``/``se_fc2``, identity max-pooled when strided and zero-padded on the channels."""
+
+  def __init__(self, c_in, width, kernel, stride, groups, first, use_bn, use_do, ratio=1.0):
+    super().__init__()
+    middle = int(width * ratio)
+    self.stride, self.first, self.use_bn, self.use_do = stride, first, use_bn, use_do
+    self.bn1 = nn.BatchNorm1d(c_in)
+    self.conv1 = SamePadConv1d(c_in, middle, 1)
+    self.bn2 = nn.BatchNorm1d(middle)
+    self.conv2 = SamePadConv1d(middle, middle, kernel, stride, groups)
+    self.bn3 = nn.BatchNorm1d(middle)
+    self.conv3 = SamePadConv1d(middle, width, 1)
+    self.se_fc1 = nn.Linear(width, width // 2)
+    self.se_fc2 = nn.Linear(width // 2, width)
+    self.dropout = nn.Dropout(0.5)
+
+  def _preactivation(self, x, norm):
+    x = F.silu(norm(x) if self.use_bn else x)
+    return self.dropout(x) if self.use_do else x
+
+  def forward(self, x):
+    y = self.conv1(x if self.first else self._preactivation(x, self.bn1))
+    y = self.conv2(self._preactivation(y, self.bn2))
+    y = self.conv3(self._preactivation(y, self.bn3))
+    gate = torch.sigmoid(self.se_fc2(F.silu(self.se_fc1(y.mean(-1)))))
+    identity = max_pool_same(x, self.stride) if self.stride > 1 else x
+    extra = y.shape[1] - x.shape[1]
+    return y * gate[:, :, None] + F.pad(identity, (0, 0, extra // 2, extra - extra // 2))
+
+
+class Net1DStage(nn.Module):
+  """Blocks ``block_list.{b}``, the first strided."""
+
+  def __init__(self, c_in, width, depth, kernel, stride, groups, first_stage, use_bn, use_do):
+    super().__init__()
+    self.block_list = nn.ModuleList(
+      [
+        Net1DBlock(
+          c_in if b == 0 else width,
+          width,
+          kernel,
+          stride if b == 0 else 1,
+          groups,
+          first_stage and b == 0,
+          use_bn,
+          use_do,
+        )
+        for b in range(depth)
+      ]
+    )
+
+  def forward(self, x):
+    for block in self.block_list:
+      x = block(x)
+    return x
+
+
+class Net1D(nn.Module):
+  """ECGFounder's Net1D (``net1d.py``): ``first_conv`` (stride 2), ``first_bn``,
+  ``stage_list.{s}``, ``dense``; the defaults are the released configuration."""
+
+  def __init__(
+    self,
+    leads: int,
+    num_classes: int,
+    base_filters: int = 64,
+    filters: Sequence[int] = (64, 160, 160, 400, 400, 1024, 1024),
+    blocks: Sequence[int] = (2, 2, 2, 3, 3, 4, 4),
+    kernel: int = 16,
+    stride: int = 2,
+    groups_width: int = 16,
+    use_bn: bool = False,
+    use_do: bool = False,
+  ):
+    super().__init__()
+    self.use_bn = use_bn
+    self.first_conv = SamePadConv1d(leads, base_filters, kernel, 2)
+    self.first_bn = nn.BatchNorm1d(base_filters)
+    stages, c_in = [], base_filters
+    for s, (width, depth) in enumerate(zip(filters, blocks, strict=True)):
+      stages.append(
+        Net1DStage(
+          c_in, width, depth, kernel, stride, width // groups_width, s == 0, use_bn, use_do
+        )
+      )
+      c_in = width
+    self.stage_list = nn.ModuleList(stages)
+    self.dense = nn.Linear(c_in, num_classes)
+
+  def logits_and_features(self, x):
+    x = self.first_conv(x)
+    x = F.silu(self.first_bn(x) if self.use_bn else x)
+    for stage in self.stage_list:
+      x = stage(x)
+    features = x.mean(-1)
+    return self.dense(features), features
+
+  def forward(self, x):
+    return self.logits_and_features(x)[0]
+
+
 BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
   "fcn_wang": fcn_wang,
   "resnet1d_wang": resnet1d_wang,
@@ -277,6 +403,7 @@ BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
   "xresnet1d50": lambda leads, classes: xresnet1d((3, 4, 6, 3), leads, classes),
   "inception1d": Inception1d,
   "xresnet1d101_wide": lambda leads, classes: MvktXResNet((3, 4, 23, 3), leads, classes),
+  "net1d": Net1D,
 }
 
 

@@ -4,6 +4,7 @@ from lead_kt.models import (  # noqa: F401 (imported to register the backbones)
   cnn_transformer,
   hannun,
   inception,
+  net1d,
   reslstm,
   resnet,
   wang,

@@ -18,6 +18,21 @@ import jax.numpy as jnp
 # fastai's init_cnn: PyTorch's kaiming_normal_ (an untruncated normal, std sqrt(2 / fan_in)).
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
+# PyTorch's default for Conv1d and Linear weights (kaiming_uniform_ with a = sqrt(5)): uniform in
+# +-1/sqrt(fan_in), fan_in = in_channels / groups * kernel_size.
+torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int) -> Callable:
+  """PyTorch's default Conv1d / Linear bias: uniform in +-1/sqrt(fan_in) of the layer's weight
+  (a Flax bias initialiser sees only the bias shape, so the fan-in is given here)."""
+  bound = fan_in**-0.5
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
 
 class BatchNorm(nn.Module):
   """Batch norm over all axes but the last, with statistics in float32 (also in bfloat16 mode).
