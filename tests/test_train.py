@@ -113,8 +113,8 @@ def test_resume_after_sigterm_matches_uninterrupted_run(data_dir, tmp_path, monk
 def test_nonfinite_update_stops_the_run_naming_the_step(data_dir, tmp_path, monkeypatch):
   create = optim.create
 
-  def nan_from_step_11(cfg, steps_per_epoch, num_epochs):
-    tx, schedule = create(cfg, steps_per_epoch, num_epochs)
+  def nan_from_step_11(cfg, steps_per_epoch, num_epochs, frozen=None):
+    tx, schedule = create(cfg, steps_per_epoch, num_epochs, frozen)
 
     def poison(updates, count):
       return jax.tree.map(lambda u: u * jax.numpy.where(count >= 10, jax.numpy.nan, 1.0), updates)
