@@ -32,6 +32,7 @@ from lead_kt import (
   pretrained,
   sharding,
 )
+from lead_kt.methods.base import RunStart
 from lead_kt.methods.common import build_backbone
 
 # Fields that must match for a workdir's checkpoints to be resumed by a config.
@@ -164,6 +165,12 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     config.data, str(_normalization_file(workdir, teacher_dir or init_dir))
   )
   data_sharding = sharding.batch_sharding(mesh)
+
+  def split_batches(split: str):
+    return input_pipeline.eval_batches(
+      config.data, split, normalizer, config.eval_batch_size, data_sharding
+    )
+
   train_iter = input_pipeline.train_iterator(
     config.data, normalizer, config.batch_size, data_sharding, config.seed
   )
@@ -204,6 +211,11 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
       state = _with_initial_network(state, config, info, init_dir, input_shape, mesh)
     if teacher_dir is not None:
       state = _with_teacher(state, config, info, teacher_dir)
+    if hasattr(method, "prepare"):
+      prepared = method.prepare(
+        state.params, state.method_state, RunStart(steps_per_epoch, split_batches)
+      )
+      state = state.replace(method_state=jax.device_put(prepared, state_shardings.method_state))
   # best/ can be ahead of the state training continues from (a kill between an epoch end's best
   # and latest saves, or a skipped damaged latest step). Those best steps are dropped: replaying
   # the epochs, exact as every resume, saves them again. Keeping one instead would trust an epoch
@@ -273,6 +285,11 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
   ckpts.close()
   val = evaluate(best["params"], best["method_state"], "validation")
   test = evaluate(best["params"], best["method_state"], "test")
+  diagnostics = {}
+  if hasattr(method, "diagnostics"):
+    diagnostics["diagnostics"] = method.diagnostics(
+      best["params"], best["method_state"], split_batches
+    )
   results = {
     "method": config.method,
     "dataset": config.data.name,
@@ -288,6 +305,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     "best_epoch": progress["best_epoch"],
     "history": progress["history"],
     **_summaries(val, test, list(info.class_names)),
+    **diagnostics,
     "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind},
     "wall_time_s": time.time() - start_time,
     "config": json.loads(config.to_json_best_effort()),

@@ -10,14 +10,37 @@ A batch is a dict of global arrays sharded over the mesh's data axis:
 A method keeps two pytrees: ``params`` (what the optimiser updates) and ``state`` (everything
 else it carries: batch statistics, a frozen teacher, memory banks, normalisation constants).
 All three functions are pure and run inside ``jax.jit``.
+
+Optional hooks, called by the trainer when a method has them (besides ``state_shardings``,
+``summarize``, ``selection_metric``, ``write_figures``; see docs/architecture.md):
+  ``prepare(params, state, run: RunStart) -> state``  once, when a run starts from its initial
+      state, after the teacher's variables are in place (not on resume: what it returns is
+      checkpointed). For what needs the data or the run's length, e.g. statistics of the train
+      split or a schedule counted in steps.
+  ``diagnostics(params, state, batches) -> dict``  once, with the best variables after the test
+      evaluation; the dict goes into results.json under ``diagnostics``. ``batches`` is
+      ``RunStart.batches``.
 """
 
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
 
 import jax
 
 Batch = dict[str, jax.Array]
 PyTree = Any
+
+
+class RunStart(NamedTuple):
+  """What ``prepare`` is told about the run.
+
+  steps_per_epoch: training steps per epoch.
+  batches: split name -> the split's evaluation batches (every window of every record once, as
+    evaluation reads them: the keys above plus ``record``; ``mask`` is 0 for padding rows).
+  """
+
+  steps_per_epoch: int
+  batches: Callable[[str], Iterator[Batch]]
 
 
 class Method(Protocol):

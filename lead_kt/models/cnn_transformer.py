@@ -12,7 +12,9 @@ Layout for ``[B, T, leads]`` input with the defaults (D = ``d_model`` = 128, N =
   head         Dense(num_classes)
 
 1000 samples give 125 tokens, 250 give 32. ``feature_maps`` is (multi-scale map, token sequence);
-the token sequence ``[B, N, D]`` is last, as the feature-reconstruction method expects. Trainable
+the token sequence ``[B, N, D]`` is last, as the feature-reconstruction method expects. That
+method's student builds its extractor from this registry entry, so its same-extractor baseline
+(configs/feature_recon_baseline.py) trains this very module with BCE alone. Trainable
 parameters for 12 leads and 5 classes with the defaults: 683,781 (branches 21,760; token
 projection 131,200; encoder 4 x 132,480 + 256; head 645); learned positions add 65,536.
 """

@@ -1,10 +1,13 @@
 """The feature-reconstruction student: extractor, reconstruction of teacher features, fusion.
 
-For a single-lead input ``[B, T, L]`` (N tokens of width D_s from the extractor, D_t the frozen
-teacher's pooled feature width):
+For a single-lead input ``[B, T, L]`` (N tokens of width D_s from the extractor, D_t the width of
+the teacher features reconstructed: the channels of the teacher's deepest feature map for token
+targets, its pooled feature width for pooled targets; see lead_kt/methods/feature_recon.py):
 
-  extractor      any registered backbone (``cnn_transformer`` by default); its deepest feature map
-                 is the token sequence                                              [B, N, D_s]
+  extractor      any registered backbone (``cnn_transformer`` by default, the same code as the
+                 ``cnn_transformer`` baseline); its deepest feature map is the token sequence
+                                                                                    [B, N, D_s]
+                 and its pooled features, the student's own                         [B, D_s]
   reconstructor  Dense(d_model), transformer encoder, Dense(D_t): reconstructed teacher tokens
                                                                                     [B, N, D_t]
                  and their mean, the reconstructed pooled teacher feature           [B, D_t]
@@ -14,9 +17,9 @@ teacher's pooled feature width):
                  none: the reconstructed pooled feature alone                       [B, D_t]
   classifier     Dense(num_classes)                                                 [B, C]
 
-The reconstruction target is the teacher's pooled feature vector (what its classifier reads), which
-every backbone has whatever its token length; the reconstructed tokens serve as the fusion's keys
-and values. The extractor's own classification head is built but unused.
+The module does not know the targets: the method compares the reconstructed tokens (or their
+mean) with them. The reconstructed tokens serve as the fusion's keys and values. The extractor's own
+classification head is built but unused.
 """
 
 from typing import Any, NamedTuple
@@ -37,12 +40,15 @@ class FeatureReconOutput(NamedTuple):
   reconstructed: the reconstructed pooled teacher feature ``[B, D_t]`` (float32).
   reconstructed_tokens: ``[B, N, D_t]``, the fusion's keys and values.
   features: what the classifier reads, ``[B, D_s]`` (fused) or ``[B, D_t]`` (no fusion).
+  own_features: the extractor's pooled features ``[B, D_s]`` (float32), what a classifier of the
+    extractor alone reads (the linear probe's reference).
   """
 
   logits: jax.Array
   reconstructed: jax.Array
   reconstructed_tokens: jax.Array
   features: jax.Array
+  own_features: jax.Array
 
 
 def _dense(features: int, dtype, name: str | None = None) -> nn.Dense:
@@ -129,7 +135,8 @@ class FeatureReconStudent(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> FeatureReconOutput:
     if self.fusion not in FUSIONS:
       raise ValueError(f"unknown fusion {self.fusion!r}; known: {', '.join(FUSIONS)}")
-    tokens = self.extractor(x, train).feature_maps[-1]
+    extracted = self.extractor(x, train)
+    tokens = extracted.feature_maps[-1]
     if tokens.ndim != 3:
       raise ValueError(
         f"feature_recon: the extractor's last feature map must be [batch, tokens, channels], "
@@ -155,5 +162,9 @@ class FeatureReconStudent(nn.Module):
       features = reconstructed.astype(self.dtype)
     logits = _dense(self.num_classes, self.dtype, "classifier")(features)
     return FeatureReconOutput(
-      logits.astype(jnp.float32), reconstructed, reconstructed_tokens, features
+      logits.astype(jnp.float32),
+      reconstructed,
+      reconstructed_tokens,
+      features,
+      extracted.features.astype(jnp.float32),
     )
