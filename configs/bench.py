@@ -8,10 +8,12 @@ first ``leads`` standard leads; float32 or bfloat16; the transfer methods' teach
 
 import ml_collections
 
-# Every registered classification backbone: its baseline step (1 lead, the PTB-XL benchmark's crop).
+# Every classification backbone with a PyTorch twin (lead_kt.bench.torch_ref), each timed at the
+# PTB-XL benchmark's 12-lead teacher shape and at the lead-I student's shape.
 _BACKBONES = (
   "xresnet1d101",
   "xresnet1d50",
+  "xresnet1d101_wide",
   "inception1d",
   "resnet1d_wang",
   "fcn_wang",
@@ -20,6 +22,8 @@ _BACKBONES = (
   "reslstm_tse",
   "cnn_transformer",
 )
+# The MVKT step (1,024 negatives, lead-I student) of the deepest network and two smaller ones.
+_MVKT_BACKBONES = ("xresnet1d101", "inception1d", "resnet1d_wang")
 
 
 def get_config(variant: str = ""):
@@ -29,11 +33,11 @@ def get_config(variant: str = ""):
     raise ValueError(f"unknown bench variant {variant!r}; known: quick")
   c = ml_collections.ConfigDict()
   c.cases = (
-    # The goals of issue 10: the 12-lead teacher step (vs torch.compile), the MVKT step (vs eager).
-    "teacher:xresnet1d101:128:250:12:float32",
-    "mvkt:xresnet1d101:32:1000:1:float32",
-    "baseline:xresnet1d101:32:1000:1:float32",
-    *(f"baseline:{name}:128:250:1:float32" for name in _BACKBONES),
+    # Issue 17: every backbone's supervised step >= PyTorch eager; the xresnet1d101 teacher step
+    # and the MVKT steps >= torch.compile.
+    *(f"teacher:{name}:128:250:12:float32" for name in _BACKBONES),
+    *(f"baseline:{name}:32:1000:1:float32" for name in _BACKBONES),
+    *(f"mvkt:{name}:32:1000:1:float32" for name in _MVKT_BACKBONES),
     "teacher:xresnet1d101:128:250:12:bfloat16",
     "feature_recon:cnn_transformer:64:250:1:float32",
     "signal_recon:xresnet1d50:16:1000:3:float32",
@@ -62,11 +66,20 @@ def get_config(variant: str = ""):
   c.torch.enabled = True  # skipped with a note when torch is not installed
   c.torch.compile = True
   c.torch.threads = 0  # 0 = PyTorch's default (the physical cores)
+  # JAX and PyTorch take turns, timed_steps of each side in this many blocks, so that the
+  # machine's drift falls on both sides.
+  c.torch.rounds = 5
 
   # Weak scaling: this case's batch per device, on each device count (simulated on CPU).
   c.scaling = ml_collections.ConfigDict()
   c.scaling.case = "mvkt:resnet1d_wang:16:250:1:float32"
   c.scaling.device_counts = (1, 2, 4, 8)
+  # The same case on each process count x devices_per_process devices: on CPU, real processes on
+  # this machine joined by jax.distributed; in a multi-process job (--multiprocess=true, one
+  # process per host on accelerators), any non-empty value measures that job as launched.
+  c.scaling.process_counts = (1, 2, 4)
+  c.scaling.devices_per_process = 1
+  c.scaling.timeout_s = 600.0  # each scaling run (a subprocess, or a job of processes) at most
   if variant == "quick":
     c.cases = (
       "teacher:fcn_wang:64:250:12:float32",
@@ -81,4 +94,5 @@ def get_config(variant: str = ""):
     )
     c.torch.enabled = False
     c.scaling.case = "mvkt:fcn_wang:16:250:1:float32"
+    c.scaling.process_counts = (1, 2)
   return c

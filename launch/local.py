@@ -10,11 +10,13 @@ Process 0's output streams here; the others' go to `--log-dir`. When a process f
 get `--grace-s` seconds to notice by themselves (they do, within `--heartbeat_timeout_s` of
 lead_kt.main), then are killed; the exit status is that of the first failure. SIGTERM (and
 Ctrl-C) are forwarded to every process, which checkpoint and exit. See launch/README.md.
+`job_commands` and `run_job` also start the jobs of lead_kt.bench's weak scaling over processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import socket
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python launch/local.py`: make the `launch` package importable.
@@ -31,6 +34,7 @@ from launch import common  # noqa: E402
 from launch.common import Command, LaunchError  # noqa: E402
 
 POLL_INTERVAL_S = 0.2
+TIMEOUT_STATUS = 124  # as timeout(1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,31 +81,52 @@ def free_port() -> int:
     return probe.getsockname()[1]
 
 
-def process_commands(args: argparse.Namespace, port: int) -> list[Command]:
-  """One `lead_kt.main` command per process; `extra_flags` go last so they win."""
+def simulated_cpu_env(devices: int) -> tuple[tuple[str, str], ...]:
+  """Environment of a process that sees `devices` simulated CPU devices."""
   # Appended to the inherited XLA_FLAGS: the last occurrence of a flag wins.
-  device_count = f"--xla_force_host_platform_device_count={args.devices_per_process}"
+  device_count = f"--xla_force_host_platform_device_count={devices}"
   xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {device_count}".strip()
-  env = (("JAX_PLATFORMS", "cpu"), ("XLA_FLAGS", xla_flags))
-  commands = []
-  for process_id in range(args.processes):
-    argv = common.entry_command(
-      args.python,
-      common.MAIN_MODULE,
-      args.config,
-      workdir=args.workdir,
-      data_dir=args.data_dir,
-      dataset=args.dataset,
-      multiprocess=True,
-      extra_flags=[
+  return (("JAX_PLATFORMS", "cpu"), ("XLA_FLAGS", xla_flags))
+
+
+def job_commands(
+  argv: Sequence[str],
+  processes: int,
+  devices_per_process: int,
+  port: int,
+  extra_flags: Sequence[str] = (),
+) -> list[Command]:
+  """One command per process of a job on this machine: `argv` (an entry point that joins with
+  `--multiprocess=true`), the coordinator flags, then `extra_flags` (last, so they win)."""
+  env = simulated_cpu_env(devices_per_process)
+  return [
+    Command(
+      (
+        *argv,
         f"--coordinator_address=127.0.0.1:{port}",
-        f"--num_processes={args.processes}",
+        f"--num_processes={processes}",
         f"--process_id={process_id}",
-        *args.extra_flags,
-      ],
+        *extra_flags,
+      ),
+      env=env,
     )
-    commands.append(Command(tuple(argv), env=env))
-  return commands
+    for process_id in range(processes)
+  ]
+
+
+def process_commands(args: argparse.Namespace, port: int) -> list[Command]:
+  """One `lead_kt.main` command per process."""
+  argv = common.entry_command(
+    args.python,
+    common.MAIN_MODULE,
+    args.config,
+    workdir=args.workdir,
+    data_dir=args.data_dir,
+    dataset=args.dataset,
+    multiprocess=True,
+    extra_flags=(),
+  )
+  return job_commands(argv, args.processes, args.devices_per_process, port, args.extra_flags)
 
 
 def _describe(returncode: int) -> str:
@@ -119,8 +144,36 @@ def _report(message: str) -> None:
   print(f"launch.local: {message}", file=sys.stderr, flush=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class JobEnd:
+  """How a job ended: its exit status (0, or that of the first failure), the process that failed
+  first (None when all succeeded) and whether the job ran past its time limit."""
+
+  status: int
+  failed_process: int | None = None
+  timed_out: bool = False
+
+
+def log_path(log_dir: Path, process_id: int) -> Path:
+  return log_dir / f"process_{process_id}.log"
+
+
 def run_processes(commands: list[Command], log_dir: Path, grace_s: float) -> int:
   """Starts every command at once, waits for all of them and returns the job's exit status."""
+  return run_job(commands, log_dir, grace_s).status
+
+
+def run_job(
+  commands: list[Command],
+  log_dir: Path,
+  grace_s: float,
+  *,
+  stream_first: bool = True,
+  timeout_s: float | None = None,
+) -> JobEnd:
+  """Starts every command at once and waits for all of them, or until `timeout_s` (then every
+  process still running is killed). Process 0's output streams to our stdout when
+  `stream_first`; every other output goes to `log_path(log_dir, process_id)`."""
   log_dir.mkdir(parents=True, exist_ok=True)
   children = []
   signals_received = []
@@ -138,8 +191,9 @@ def run_processes(commands: list[Command], log_dir: Path, grace_s: float) -> int
   try:
     for process_id, command in enumerate(commands):
       print(f"+ {command.render()}", flush=True)
-      # Process 0 writes to our stdout; the others to their files (read them after a failure).
-      log = None if process_id == 0 else open(log_dir / f"process_{process_id}.log", "w")
+      # Logs to read after a failure; process 0 may write to our stdout instead.
+      streamed = stream_first and process_id == 0
+      log = None if streamed else open(log_path(log_dir, process_id), "w")
       env = {**os.environ, **dict(command.env)}
       children.append(
         subprocess.Popen(list(command.argv), env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -147,7 +201,7 @@ def run_processes(commands: list[Command], log_dir: Path, grace_s: float) -> int
       if log is not None:
         log.close()
       _report(f"process {process_id}: pid {children[-1].pid}")
-    return _wait(children, grace_s)
+    return _wait(children, grace_s, timeout_s)
   finally:
     for child in children:
       if child.poll() is None:
@@ -157,9 +211,10 @@ def run_processes(commands: list[Command], log_dir: Path, grace_s: float) -> int
       signal.signal(sig, handler)
 
 
-def _wait(children: list[subprocess.Popen], grace_s: float) -> int:
+def _wait(children: list[subprocess.Popen], grace_s: float, timeout_s: float | None) -> JobEnd:
   first_failure = None
   kill_at = None
+  deadline = None if timeout_s is None else time.monotonic() + timeout_s
   running = set(range(len(children)))
   while running:
     time.sleep(POLL_INTERVAL_S)
@@ -173,7 +228,7 @@ def _wait(children: list[subprocess.Popen], grace_s: float) -> int:
         elapsed = f", {time.monotonic() - first_failure[1]:.1f} s after the first failure"
       _report(f"process {process_id} exited with {_describe(returncode)}{elapsed}")
       if returncode != 0 and first_failure is None:
-        first_failure = (returncode, time.monotonic())
+        first_failure = (returncode, time.monotonic(), process_id)
         kill_at = first_failure[1] + grace_s
     if running and kill_at is not None and time.monotonic() >= kill_at:
       for process_id in sorted(running):
@@ -181,7 +236,17 @@ def _wait(children: list[subprocess.Popen], grace_s: float) -> int:
         children[process_id].kill()
         children[process_id].wait()
       running.clear()
-  return 0 if first_failure is None else _exit_status(first_failure[0])
+    if running and deadline is not None and time.monotonic() >= deadline:
+      for process_id in sorted(running):
+        _report(f"process {process_id} still runs after the time limit of {timeout_s:g} s: killed")
+        children[process_id].kill()
+        children[process_id].wait()
+      if first_failure is None:
+        return JobEnd(TIMEOUT_STATUS, min(running), timed_out=True)
+      running.clear()
+  if first_failure is None:
+    return JobEnd(0)
+  return JobEnd(_exit_status(first_failure[0]), first_failure[2])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from lead_kt import checkpoint, ecg_io, interop, methods, predict, train
+from lead_kt import checkpoint, compilation_cache, ecg_io, interop, methods, predict, train
 from lead_kt.data.normalization import Normalizer, fit_normalizer
 from lead_kt.interop import state_dicts
 
@@ -408,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if all(given):
     parser.error("--scaler and --mean/--std exclude each other")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
+  compilation_cache.enable()
   try:
     if args.preprocessing:
       normalizer = fit_normalizer((), "none")  # the identity: the contract standardises

@@ -26,7 +26,16 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
-from lead_kt import checkpoint, input_pipeline, logger, methods, metrics, sharding, train
+from lead_kt import (
+  checkpoint,
+  compilation_cache,
+  input_pipeline,
+  logger,
+  methods,
+  metrics,
+  sharding,
+  train,
+)
 
 
 def _cosine(a, b) -> float:
@@ -147,6 +156,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logger.quiet_library_logs()
+  compilation_cache.enable()
   report = diagnose(flags.FLAGS.workdir, flags.FLAGS.batches)
   out = epath.Path(report["workdir"]) / "diagnostics.json"
   out.write_text(json.dumps(report, indent=2))

@@ -43,7 +43,8 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from lead_kt import predict
+from lead_kt import compilation_cache, predict
+from lead_kt.models import layers
 
 STABLEHLO_FILE = "model.stablehlo"
 ONNX_FILE = "model.onnx"
@@ -94,7 +95,8 @@ def to_onnx(
   versions that take the window only as a keyword and the padding only as "SAME"/"VALID", which
   breaks the backbones that call `nn.max_pool(x, (3,), (2,), padding=[(1, 1)])` (xresnet,
   resnet1d34, inception1d, cnn_hannun). The originals are put back while `fn` is traced; they lower
-  to reduce_window primitives, which jax2onnx converts.
+  to reduce_window primitives, which jax2onnx converts. XLA:CPU's workarounds are left out
+  (`layers.without_cpu_workarounds`): ONNX never runs on XLA.
   """
   import flax.linen
   import flax.linen.pooling
@@ -113,7 +115,8 @@ def to_onnx(
     for (module, name), original in zip(pooling, originals, strict=True):
       setattr(module, name, original)
     try:
-      return fn(x)
+      with layers.without_cpu_workarounds():
+        return fn(x)
     finally:
       for (module, name), replacement in zip(pooling, replacements, strict=True):
         setattr(module, name, replacement)
@@ -202,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--no_onnx", action="store_true", help="skip the ONNX file")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
+  compilation_cache.enable()
   try:
     description = export(args.workdir, args.out, args.platforms.split(","), not args.no_onnx)
   except (predict.RunDirError, OnnxExportError) as error:

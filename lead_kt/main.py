@@ -12,17 +12,12 @@ from ml_collections import config_flags
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from lead_kt import logger, sharding, train
+  from lead_kt import compilation_cache, logger, sharding, train
 
   logger.quiet_library_logs()
+  compilation_cache.enable()
 
-  if flags.FLAGS.multiprocess:
-    sharding.initialize_distributed(
-      flags.FLAGS.coordinator_address,
-      flags.FLAGS.num_processes,
-      flags.FLAGS.process_id,
-      flags.FLAGS.heartbeat_timeout_s,
-    )
+  sharding.initialize_from_flags()
   workdir = flags.FLAGS.workdir
   if workdir is None:
     config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
@@ -38,18 +33,9 @@ def _define_flags() -> None:
   flags.DEFINE_string(
     "workdir", None, "Run directory (checkpoints, results.json). Default: runs/<config name>."
   )
-  flags.DEFINE_bool(
-    "multiprocess", False, "Call jax.distributed.initialize() (TPU pod slices, SLURM, multi-node)."
-  )
-  # Unset, jax.distributed finds them itself on TPU VMs and under SLURM; launch/local.py sets them.
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
-  flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-  flags.DEFINE_integer("process_id", None, "This process's id, 0 .. num_processes - 1.")
-  flags.DEFINE_integer(
-    "heartbeat_timeout_s",
-    100,
-    "A process silent this long counts as dead; the others then exit with an error.",
-  )
+  from lead_kt import sharding
+
+  sharding.define_distributed_flags()
   flags.mark_flags_as_required(["config"])
 
 

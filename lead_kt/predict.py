@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lead_kt import checkpoint, ecg_io, methods
+from lead_kt import checkpoint, compilation_cache, ecg_io, methods
 from lead_kt.data.normalization import Normalizer
 from lead_kt.data.windows import aggregate_windows, sliding_windows
 
@@ -490,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--csv_fs", type=float, help="sampling rate (Hz) of CSV inputs")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
+  compilation_cache.enable()
   if args.output and os.path.splitext(args.output)[1].lower() not in (".csv", ".json"):
     parser.error(f"--output must end in .csv or .json, got {args.output}")
   try:

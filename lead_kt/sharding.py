@@ -8,7 +8,7 @@ by hand.
 
 import jax
 import numpy as np
-from absl import logging
+from absl import flags, logging
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
@@ -49,6 +49,34 @@ def initialize_distributed(
     jax.local_device_count(),
     jax.device_count(),
   )
+
+
+def define_distributed_flags() -> None:
+  """The flags of an entry point that can join a multi-process job (lead_kt.main, lead_kt.bench)."""
+  flags.DEFINE_bool(
+    "multiprocess", False, "Call jax.distributed.initialize() (TPU pod slices, SLURM, multi-node)."
+  )
+  # Unset, jax.distributed finds them itself on TPU VMs and under SLURM; launch/local.py sets them.
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
+  flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+  flags.DEFINE_integer("process_id", None, "This process's id, 0 .. num_processes - 1.")
+  flags.DEFINE_integer(
+    "heartbeat_timeout_s",
+    100,
+    "A process silent this long counts as dead; the others then exit with an error.",
+  )
+
+
+def initialize_from_flags() -> None:
+  """Joins the job that ``define_distributed_flags``' flags describe (nothing without
+  ``--multiprocess``)."""
+  if flags.FLAGS.multiprocess:
+    initialize_distributed(
+      flags.FLAGS.coordinator_address,
+      flags.FLAGS.num_processes,
+      flags.FLAGS.process_id,
+      flags.FLAGS.heartbeat_timeout_s,
+    )
 
 
 def _mesh_devices(model_parallelism: int, num_devices: int) -> list:

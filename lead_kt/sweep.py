@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from lead_kt import config_fields, logger, methods, train
+from lead_kt import compilation_cache, config_fields, logger, methods, train
 
 
 def plan(config, workdir: epath.Path) -> list[tuple[str, epath.Path, object]]:
@@ -104,6 +104,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logger.quiet_library_logs()
+  compilation_cache.enable()
   run_sweep(flags.FLAGS.config, flags.FLAGS.workdir)
 
 

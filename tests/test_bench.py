@@ -1,6 +1,9 @@
-"""lead_kt.bench: records, the Markdown table, --compare, the MFU table and the PyTorch twins."""
+"""lead_kt.bench: records, the Markdown table, --compare, the MFU table, the PyTorch twins and
+weak scaling over real processes."""
 
 import json
+import re
+import time
 
 import ml_collections
 import numpy as np
@@ -23,6 +26,7 @@ def _tiny_config() -> ml_collections.ConfigDict:
   cfg.pipeline.num_records = 32
   cfg.torch.enabled = False
   cfg.scaling.device_counts = ()
+  cfg.scaling.process_counts = ()
   return cfg
 
 
@@ -49,6 +53,64 @@ def test_tiny_bench_writes_a_record_and_a_table(tmp_path):
   table = report.markdown_table(records).splitlines()
   assert table[0].startswith("| method | backbone |") and len(table) == 3
   assert table[2].startswith("| baseline | fcn_wang | 8 | 64 x 1 | float32 | 1 |")
+
+
+def _process_scaling_config(*process_counts: int, case: str = "mvkt:fcn_wang:2:64:1:float32"):
+  """Only the process series: the tiny fcn_wang with a small MVKT bank, 2 samples per device."""
+  cfg = _tiny_config()
+  cfg.cases = ()
+  cfg.num_train = 64
+  cfg.num_negatives = 16
+  cfg.scaling.case = case
+  cfg.scaling.process_counts = process_counts
+  cfg.scaling.devices_per_process = 1
+  return cfg
+
+
+@pytest.mark.slow
+def test_weak_scaling_over_real_processes(tmp_path):
+  output = tmp_path / "bench.jsonl"
+  records = bench_cli.run(_process_scaling_config(1, 2), output)
+  assert [json.loads(line) for line in output.read_text().splitlines()] == records
+  one, two = records
+  assert one["status"] == two["status"] == "ok"
+  assert (one["process_count"], one["mesh_devices"], one["case"]["batch"]) == (1, 1, 2)
+  # Process 0 of the 2-process job recorded the step over both processes' devices.
+  assert (two["process_count"], two["device_count"], two["mesh_devices"]) == (2, 2, 2)
+  assert two["case"]["batch"] == 4 and two["step_ms"]["n"] == 2
+  assert two["scaling"] == {"per_device_batch": 2, "devices": 2, "processes": 2}
+  assert two["samples_per_s_per_device"] == pytest.approx(two["samples_per_s"] / 2)
+  assert one["weak_scaling_efficiency"] == 1.0
+  assert two["weak_scaling_efficiency"] == pytest.approx(
+    two["samples_per_s_per_device"] / one["samples_per_s_per_device"]
+  )
+  rows = report.markdown_table(records).splitlines()[2:]
+  assert rows[0].startswith("| mvkt | fcn_wang | 2 | 64 x 1 | float32 | 1 (1 process) |")
+  assert rows[1].startswith("| mvkt | fcn_wang | 4 | 64 x 1 | float32 | 2 (2 processes) |")
+  assert rows[1].endswith(f"| {two['weak_scaling_efficiency']:.2f} |")
+
+
+def test_a_failing_scaling_process_is_named_with_its_output():
+  cfg = _process_scaling_config(2, case="mvkt:no_such_net:2:64:1:float32")
+  with pytest.raises(RuntimeError) as error:
+    bench_cli.process_scaling_series(cfg)
+  message = str(error.value)
+  assert re.match(r"process [01] of the 2-process scaling run failed with exit status 1", message)
+  assert "no_such_net" in message.split("the end of its output:")[1]
+
+
+def test_a_scaling_job_past_its_time_limit_is_killed():
+  cfg = _process_scaling_config(2)
+  cfg.scaling.timeout_s = 0.5
+  started = time.monotonic()
+  with pytest.raises(RuntimeError, match=r"process 0 of the 2-process scaling run ran past"):
+    bench_cli.process_scaling_series(cfg)
+  assert time.monotonic() - started < 30
+
+
+def test_bad_process_counts_are_rejected():
+  with pytest.raises(ValueError, match="scaling.process_counts"):
+    bench_cli.process_scaling_series(_process_scaling_config(1, 0))
 
 
 def test_a_method_that_does_not_import_is_skipped_with_a_note(monkeypatch):

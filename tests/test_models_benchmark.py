@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from lead_kt import models
+from lead_kt.models import layers
 from lead_kt.models.layers import BatchNorm, materialize
 from lead_kt.models.xresnet import BottleneckBlock
 
@@ -195,6 +196,55 @@ def test_materialize_is_the_identity_for_values_and_gradients():
   np.testing.assert_array_equal(jax.jit(materialize)(x, anchor), x)
   grad = jax.grad(lambda v: jnp.sum(materialize(v, anchor) ** 2))(x)
   np.testing.assert_allclose(grad, 2 * x)
+
+
+# A ResNet-34 of two blocks: every residual block ends in ``materialize``.
+TWO_BLOCK_RESNET = {"stage_sizes": (1, 1), "stage_features": (8, 16)}
+
+
+def _eval_forward(module: nn.Module, x: jax.Array):
+  variables = jax.eval_shape(module.init, key(0), x)
+  return jax.jit(lambda v, x: module.apply(v, x).logits).trace(variables, x)
+
+
+def test_materialize_divides_on_cpu_only():
+  """XLA:CPU's workaround is chosen at lowering: CPU has one division per block more than CUDA,
+  whose module has none of them, and the compiled CPU program keeps them without a conditional."""
+  traced = _eval_forward(models.get("resnet1d34", 5, **TWO_BLOCK_RESNET), batch(leads=1))
+  divisions = {
+    platform: traced.lower(lowering_platforms=(platform,)).as_text().count("stablehlo.divide")
+    for platform in ("cpu", "cuda", "tpu")
+  }
+  assert divisions["cpu"] == divisions["cuda"] + 2 == divisions["tpu"] + 2
+  compiled = traced.lower().compile().as_text()
+  assert " divide(" in compiled and " conditional(" not in compiled
+
+
+def test_without_cpu_workarounds_traces_no_platform_switch():
+  module = models.get("resnet1d34", 5, **TWO_BLOCK_RESNET)
+  x = batch(leads=1)
+  variables = jax.eval_shape(module.init, key(0), x)
+  # A new function each time: JAX reuses the trace of a function it has traced before.
+  jaxpr = lambda: str(jax.make_jaxpr(lambda v, x: module.apply(v, x).logits)(variables, x))
+  assert "platform_index" in jaxpr()
+  with layers.without_cpu_workarounds():
+    assert "platform_index" not in jaxpr()
+  assert "platform_index" in jaxpr()  # Restored.
+
+
+def test_onnx_conversion_of_a_residual_backbone_equals_flax():
+  """jax2onnx knows no ``platform_index``: the export traces without the CPU workaround."""
+  onnxruntime = pytest.importorskip("onnxruntime")
+  pytest.importorskip("jax2onnx")
+  from lead_kt import export
+
+  module = models.get("resnet1d34", 5, **TWO_BLOCK_RESNET)
+  x = np.asarray(batch(leads=1, length=64, size=2))
+  variables = module.init(key(0), x)
+  forward = lambda windows: module.apply(variables, windows).logits
+  model = export.to_onnx(forward, ("B", 64, 1))
+  (out,) = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"windows": x})
+  np.testing.assert_allclose(out, np.asarray(forward(x)), atol=1e-5)
 
 
 def test_strided_bottleneck_identity_path_averages_partial_windows_like_ceil_mode():

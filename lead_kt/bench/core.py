@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -224,6 +225,28 @@ def time_steps(built: BuiltStep, warmup: int, timed: int) -> list[float]:
   return seconds
 
 
+def blocks(timed: int, rounds: int) -> list[int]:
+  """``timed`` steps split into ``rounds`` blocks of near-equal size (fewer when ``timed`` is
+  smaller; one block of 0 when it is 0)."""
+  rounds = max(1, min(rounds, timed))
+  return [timed // rounds + (i < timed % rounds) for i in range(rounds)]
+
+
+def time_in_turns(
+  built: BuiltStep, warmup: int, timed: int, rounds: int, rivals: Sequence[Callable[[int], None]]
+) -> list[float]:
+  """Seconds of each of ``timed`` steps after ``warmup``, timed in ``rounds`` blocks, each followed
+  by as many steps of every rival (``rival(steps)`` times steps of its own), so that the machine's
+  drift falls on every side alike. Without rivals, one block."""
+  time_steps(built, warmup, 0)
+  seconds = []
+  for steps in blocks(timed, rounds if rivals else 1):
+    seconds += time_steps(built, 0, steps)
+    for rival in rivals:
+      rival(steps)
+  return seconds
+
+
 def step_summary(seconds: list[float]) -> dict:
   """Median and spread (interquartile range, min, max) of step times, in milliseconds."""
   ms = sorted(1e3 * s for s in seconds)
@@ -248,9 +271,10 @@ def cost_flops(compiled: jax.stages.Compiled) -> float | None:
 
 
 def memory_figures(compiled: jax.stages.Compiled, devices) -> dict:
-  """Peak bytes in use on the devices (None where the backend keeps no statistics, e.g. CPU) and
-  the compiled program's own buffer sizes per device."""
-  peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in devices]
+  """Peak bytes in use on this process's ones of the devices (None where the backend keeps no
+  statistics, e.g. CPU) and the compiled program's own buffer sizes per device."""
+  local = [d for d in devices if d.process_index == jax.process_index()]
+  peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in local]
   peaks = [p for p in peaks if p is not None]
   figures = {"peak_bytes_in_use": max(peaks) if peaks else None}
   analysis = compiled.memory_analysis()
@@ -313,6 +337,10 @@ def environment() -> dict:
     "process_count": jax.process_count(),
     "cpu_count": os.cpu_count(),
     "loadavg": _loadavg(),
+    # With a warm persistent cache, compile_s is the time to read the executable back.
+    "compilation_cache": jax.config.jax_compilation_cache_dir
+    if jax.config.jax_enable_compilation_cache
+    else None,
   }
 
 
@@ -323,9 +351,15 @@ def _loadavg() -> list[float] | None:
     return None
 
 
-def measure_case(case: Case, bench_cfg: ml_collections.ConfigDict, mesh=None) -> dict:
+def measure_case(
+  case: Case,
+  bench_cfg: ml_collections.ConfigDict,
+  mesh=None,
+  rivals: Sequence[Callable[[int], None]] = (),
+) -> dict:
   """The JSON record of one case (``status`` "skipped" with a ``note`` when its method's module
-  does not import)."""
+  does not import); the step is timed in ``bench_cfg.torch.rounds`` turns with ``rivals`` (see
+  ``time_in_turns``), e.g. PyTorch's step of the same case."""
   mesh = mesh if mesh is not None else sharding.make_mesh()
   record = {"case": dataclasses.asdict(case), "spec": case.spec, **environment()}
   try:
@@ -334,7 +368,9 @@ def measure_case(case: Case, bench_cfg: ml_collections.ConfigDict, mesh=None) ->
     return {**record, "status": "skipped", "note": f"method {case.method} does not import: {error}"}
   devices = list(mesh.devices.flat)
   record["mesh_devices"] = len(devices)
-  seconds = time_steps(built, bench_cfg.warmup_steps, bench_cfg.timed_steps)
+  seconds = time_in_turns(
+    built, bench_cfg.warmup_steps, bench_cfg.timed_steps, bench_cfg.torch.rounds, rivals
+  )
   step = step_summary(seconds)
   samples_per_s = case.batch / (step["median"] / 1e3)
   flops_per_device = cost_flops(built.compiled)

@@ -31,6 +31,20 @@ def _num(value, fmt: str = "{:,.0f}") -> str:
   return "-" if value is None else fmt.format(value)
 
 
+def _devices(record: dict) -> str:
+  """The devices measured (or, when skipped, those a scaling run asked for), with the process count
+  for the rows of the process series and of a multi-process job, e.g. ``4 (2 processes)``."""
+  scaling = record.get("scaling") or {}
+  devices = record.get("mesh_devices", scaling.get("devices", record["device_count"]))
+  if "processes" in scaling:
+    processes = scaling["processes"]
+  elif not scaling and record.get("process_count", 1) > 1:
+    processes = record["process_count"]
+  else:
+    return str(devices)
+  return f"{devices} ({processes} process{'es' if processes > 1 else ''})"
+
+
 def _row(record: dict) -> list[str]:
   case = record["case"]
   head = [
@@ -39,7 +53,7 @@ def _row(record: dict) -> list[str]:
     str(case["batch"]),
     f"{case['crop_len']} x {case['leads']}",
     case["dtype"],
-    str(record.get("mesh_devices", record["device_count"])),
+    _devices(record),
   ]
   if record["status"] != "ok":
     return head + [f"skipped: {record.get('note', '')}"] + [""] * (len(_COLUMNS) - len(head) - 1)
@@ -87,7 +101,7 @@ def read_records(path: str) -> list[dict]:
 
 
 def _key(record: dict) -> tuple:
-  return (record["spec"], record.get("mesh_devices", record["device_count"]))
+  return (record["spec"], _devices(record))
 
 
 # field -> how to read it from a record; ratios are B / A.

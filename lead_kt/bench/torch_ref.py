@@ -1,8 +1,10 @@
 """PyTorch twins of the benchmarked steps, for the side-by-side of ``python -m lead_kt.bench``.
 
-The networks are the PTB-XL benchmark's xresnet1d (``xresnet1d101``: 1,872,261 parameters for 5
-classes and 12 leads; ``xresnet1d50``) as ``lead_kt.interop.torch_twins`` builds them,
-channels-first as PyTorch's Conv1d wants ``[B, C, T]``.
+The networks are the twins of every backbone: the reference layouts of
+``lead_kt.interop.torch_twins`` (the PTB-XL benchmark's networks, the MVKT code's xresnet,
+ECGFounder's Net1D) and ``lead_kt.interop.own_twins`` (cnn_hannun, resnet1d34, reslstm_tse,
+cnn_transformer), channels-first as PyTorch's Conv1d wants ``[B, C, T]``. The bench asserts that
+each has the Flax model's trainable parameter count.
 Two steps: the supervised step (BCE, AdamW) of the teacher/baseline, and the MVKT step (BCE +
 multi-label KD from a frozen 12-lead teacher + CRD-style NCE against two memory banks with
 momentum updates). Needs the optional extra ``[torch]`` (``torch==2.13.0``).
@@ -17,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lead_kt.interop import torch_twins
+from lead_kt.interop import own_twins, torch_twins
 
-# The benchmarked backbones with a twin (lead_kt.interop.torch_twins); their features are 512 wide.
-BACKBONES = ("xresnet1d101", "xresnet1d50")
+BUILDERS = {**torch_twins.BUILDERS, **own_twins.BUILDERS}
+BACKBONES = tuple(BUILDERS)
 METHODS = ("teacher", "baseline", "mvkt")
 
 
@@ -37,9 +39,18 @@ class EmbedHead(nn.Module):
 
 
 def build(backbone: str, leads: int, num_classes: int) -> nn.Module:
-  if backbone not in BACKBONES:
+  if backbone not in BUILDERS:
     raise ValueError(f"torch_ref has no {backbone!r}; known: {', '.join(BACKBONES)}")
-  return torch_twins.build(backbone, leads, num_classes)
+  return BUILDERS[backbone](leads, num_classes)
+
+
+def feature_width(net: nn.Module, leads: int, length: int) -> int:
+  """The width of ``net.logits_and_features``' pooled features, from one eval-mode example."""
+  training = net.training
+  with torch.no_grad():
+    width = net.eval().logits_and_features(torch.zeros(1, leads, length))[1].shape[1]
+  net.train(training)
+  return width
 
 
 def trainable_count(module: nn.Module) -> int:
@@ -100,6 +111,15 @@ class TorchStep:
   num_params: int  # of the trained backbone
   memory: ContrastMemory | None = None  # the MVKT step's banks
 
+  def time(self, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` steps."""
+    seconds = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      self.run()
+      seconds.append(time.perf_counter() - start)
+    return seconds
+
 
 def make_step(
   method: str,
@@ -125,7 +145,9 @@ def make_step(
     x_teacher = torch.from_numpy(batch["teacher"]).permute(0, 2, 1).contiguous()
     index = torch.from_numpy(batch["index"]).long()
     teacher = build(backbone, 12, num_classes).eval().requires_grad_(False)
-    embed_s, embed_t = (EmbedHead(512, 128, embed_hidden) for _ in range(2))
+    length = x.shape[2]
+    embed_s = EmbedHead(feature_width(net, x.shape[1], length), 128, embed_hidden)
+    embed_t = EmbedHead(feature_width(teacher, 12, length), 128, embed_hidden)
     memory = ContrastMemory(num_train, 128, negatives)
     trained += [embed_s, embed_t]
 
@@ -160,16 +182,13 @@ def make_step(
   return TorchStep(run, trainable_count(net), memory)
 
 
+def warm_up(step: TorchStep, warmup: int) -> float:
+  """Runs ``max(1, warmup)`` steps; returns the seconds of the first (torch.compile's compile)."""
+  first = step.time(1)[0]
+  step.time(warmup - 1)
+  return first
+
+
 def measure(step: TorchStep, warmup: int, timed: int) -> tuple[float, list[float]]:
   """``(seconds of the first step, seconds of each timed step)`` after ``warmup`` steps."""
-  start = time.perf_counter()
-  step.run()
-  first = time.perf_counter() - start
-  for _ in range(max(0, warmup - 1)):
-    step.run()
-  seconds = []
-  for _ in range(timed):
-    start = time.perf_counter()
-    step.run()
-    seconds.append(time.perf_counter() - start)
-  return first, seconds
+  return warm_up(step, warmup), step.time(timed)

@@ -2,7 +2,8 @@
 
 ``from_torch(backbone, state_dict, num_classes, num_leads)`` gives the Flax variables of
 ``lead_kt.models.get(backbone, num_classes)``; ``to_torch(backbone, variables)`` the state_dict
-back. ``torch_twins`` (needs PyTorch) holds networks with the reference layouts' keys.
+back. ``torch_twins`` (needs PyTorch) holds networks with the reference layouts' keys,
+``own_twins`` PyTorch twins of the backbones that have no reference code.
 """
 
 from lead_kt.interop.layouts import LAYOUTS

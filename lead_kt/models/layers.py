@@ -8,6 +8,8 @@ Batch normalisation needs no ``axis_name``: the trainer jits over global arrays 
 axis, so a mean over the batch axis already spans every device.
 """
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from typing import Any
 
@@ -120,16 +122,46 @@ class ConvBN(nn.Module):
 
 
 def materialize(x: jax.Array, anchor: Any) -> jax.Array:
-  """Returns ``x`` unchanged, but as a value XLA computes once instead of inside each consumer.
+  """Returns ``x`` unchanged, but on XLA:CPU as a value computed once instead of inside each
+  consumer.
 
   XLA:CPU would otherwise re-evaluate a residual block's elementwise tail (BN, add, ReLU) inside
   every fusion that reads the block output, which made a training step ~4x slower. XLA does not
   duplicate a division into consumers, and a divisor of 1.0 built from a runtime value (the first
   leaf of ``anchor``, e.g. the block's parameters) cannot be folded away.
-  (``lax.optimization_barrier`` is stripped on CPU.)
+  (``lax.optimization_barrier`` is stripped on CPU.) The division is chosen when the computation
+  is lowered, for CPU only: on a GPU or TPU it would be one more elementwise pass per block. Under
+  ``without_cpu_workarounds`` (converters that never reach XLA, e.g. ONNX) ``x`` is returned.
   """
-  runtime_zero = 0.0 * jax.lax.stop_gradient(jax.tree.leaves(anchor)[0].reshape(-1)[0])
+  if not _cpu_workarounds.get():
+    return x
+  return jax.lax.platform_dependent(
+    x, jax.tree.leaves(anchor)[0], cpu=_divide_by_runtime_one, default=lambda x, _: x
+  )
+
+
+def _divide_by_runtime_one(x: jax.Array, leaf: jax.Array) -> jax.Array:
+  runtime_zero = 0.0 * jax.lax.stop_gradient(leaf.reshape(-1)[0])
   return x / (1.0 + runtime_zero).astype(x.dtype)
+
+
+# Whether models trace XLA:CPU's workarounds (chosen per platform when lowered); see
+# ``without_cpu_workarounds``.
+_cpu_workarounds = contextvars.ContextVar("lead_kt_cpu_workarounds", default=True)
+
+
+@contextlib.contextmanager
+def without_cpu_workarounds():
+  """Traces the models without XLA:CPU's workarounds, for converters of the traced function that
+  are not XLA (jax2onnx knows no ``platform_index``, which ``platform_dependent`` traces to).
+
+  Only fresh traces see it: JAX reuses its trace of a function (e.g. a ``jax.jit``) traced before.
+  """
+  token = _cpu_workarounds.set(False)
+  try:
+    yield
+  finally:
+    _cpu_workarounds.reset(token)
 
 
 def concat_pool(x: jax.Array, max_first: bool = True) -> jax.Array:
