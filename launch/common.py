@@ -133,6 +133,21 @@ def entry_command(
   return argv + list(extra_flags)
 
 
+def main_command(args, *, multiprocess: bool, extra_flags: Sequence[str]) -> list[str]:
+  """argv of `lead_kt.main` from a launcher's parsed `args` (python, config, workdir, data_dir,
+  dataset)."""
+  return entry_command(
+    args.python,
+    MAIN_MODULE,
+    args.config,
+    workdir=args.workdir,
+    data_dir=args.data_dir,
+    dataset=args.dataset,
+    multiprocess=multiprocess,
+    extra_flags=extra_flags,
+  )
+
+
 def execute(
   steps: Sequence[Command],
   *,

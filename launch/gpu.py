@@ -73,16 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _entry(args: argparse.Namespace, *, multiprocess: bool) -> list[str]:
-  return common.entry_command(
-    args.python,
-    common.MAIN_MODULE,
-    args.config,
-    workdir=args.workdir,
-    data_dir=args.data_dir,
-    dataset=args.dataset,
-    multiprocess=multiprocess,
-    extra_flags=args.extra_flags,
-  )
+  return common.main_command(args, multiprocess=multiprocess, extra_flags=args.extra_flags)
 
 
 def local_command(args: argparse.Namespace) -> Command:

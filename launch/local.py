@@ -116,16 +116,7 @@ def job_commands(
 
 def process_commands(args: argparse.Namespace, port: int) -> list[Command]:
   """One `lead_kt.main` command per process."""
-  argv = common.entry_command(
-    args.python,
-    common.MAIN_MODULE,
-    args.config,
-    workdir=args.workdir,
-    data_dir=args.data_dir,
-    dataset=args.dataset,
-    multiprocess=True,
-    extra_flags=(),
-  )
+  argv = common.main_command(args, multiprocess=True, extra_flags=())
   return job_commands(argv, args.processes, args.devices_per_process, port, args.extra_flags)
 
 
