@@ -487,6 +487,36 @@ def _per_class_table(runs: Sequence[Run], evaluations: Sequence[dict]) -> list[s
   return _table(header, body)
 
 
+def fold_macro_auc(run: Run, fold: str) -> float:
+  """Test macro-AUC of one fold of a cross-validated run (mean over its seeds)."""
+  keep = np.array([key.split("/", 1)[0] == fold for key in run.keys])
+  per_seed = [
+    np.nanmean(metrics.per_class_auc(scores[keep], run.labels[keep])) for scores, _ in run.runs
+  ]
+  return float(np.mean(per_seed))
+
+
+def _per_fold_table(runs: Sequence[Run], baselines: Sequence[Run]) -> list[str]:
+  """Test macro-AUC of every fold of the cross-validated runs (each fold's own test records), and
+  in how many folds a run is above its baseline."""
+  folds = list(dict.fromkeys(fold for run in runs for fold in run.folds))
+  header = ["Method", "Leads", "Backbone", *(f.removeprefix("fold_") for f in folds), "mean (sd)"]
+  header.append("folds above baseline")
+  by_fold = {run.path: [fold_macro_auc(run, f) for f in folds] for run in runs if run.folds}
+  body = []
+  for run in runs:
+    if run.path not in by_fold:
+      continue
+    aucs = np.array(by_fold[run.path])
+    baseline = None if run in baselines else _matching_baseline(run, baselines)
+    above = "-"
+    if baseline is not None and baseline.path in by_fold:
+      above = f"{int(np.sum(aucs > np.array(by_fold[baseline.path])))} of {len(folds)}"
+    cells = [f"{a:.3f}" for a in aucs]
+    body.append([*run.row, *cells, f"{aucs.mean():.3f} ({aucs.std(ddof=1):.3f})", above])
+  return _table(header, body)
+
+
 def _difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[str]:
   header = ["Method", "Leads", "Backbone", "Baseline", "ΔAUC", "ΔACC", "ΔF1"]
   body = []
@@ -588,6 +618,9 @@ def _dataset_section(
     ]
     lines += ["", "### Paired bootstrap difference against the baseline (run minus baseline)", ""]
     lines += _difference_table(pairs) if pairs else ["No other run of this dataset."]
+  if len({fold for run in runs for fold in run.folds}) > 1:
+    lines += ["", "### Test macro-AUC per fold (each fold's own test records)", ""]
+    lines += _per_fold_table(runs, baselines)
   plot_roc(runs, out / f"roc_{slug}.png")
   plot_f1(runs, evaluations, out / f"f1_{slug}.png")
   lines += ["", f"![ROC curves](roc_{slug}.png)", "", f"![Per-class F1](f1_{slug}.png)"]

@@ -95,6 +95,13 @@ def test_cross_validated_runs_are_reported_on_the_folds_all_have_finished(tmp_pa
     "baseline (I, resnet1d) on ptbxl/superdiagnostic_100hz: pooled over fold_1, fold_2." in text
   )
   assert "fold_3 left out" in capsys.readouterr().err
+  # Per fold: every run's own AUC, and the much better MVKT above the baseline in both folds.
+  per_fold = text.split("### Test macro-AUC per fold")[1]
+  mvkt_row = next(line for line in per_fold.splitlines() if line.startswith("| mvkt | I |"))
+  cells = [cell.strip() for cell in mvkt_row.split("|")[1:-1]]
+  mvkt_run = report.restrict_to_folds(report.load_run(tmp_path / "mvkt"), ["fold_1", "fold_2"])
+  assert cells[3] == f"{report.fold_macro_auc(mvkt_run, 'fold_1'):.3f}"
+  assert cells[-1] == "2 of 2"
   restricted = report.restrict_to_folds(report.load_run(tmp_path / "baseline"), ["fold_2"])
   assert restricted.folds == ("fold_2",) and restricted.scores.shape == (120, 3)
   assert all(key.startswith("fold_2/") for key in restricted.keys)
