@@ -6,7 +6,7 @@ import pytest
 from etils import epath
 from train_helpers import tiny_config
 
-from configs import crossval, per_lead
+from configs import crossval, feature_recon_crossval, mvkt_crossval, per_lead
 from lead_kt import sweep
 
 
@@ -81,3 +81,38 @@ def test_ablation_plan_pairs_every_variant_with_its_seed():
   # Seeds outermost: every variant of seed 0 comes before any run of seed 1.
   seeds = [config.seed for name, _, config in runs[1:]]
   assert seeds == sorted(seeds)
+
+
+def test_feature_recon_crossval_reuses_the_mvkt_crossval_runs():
+  """Run into one workdir, the feature-reconstruction sweep finds the teacher, baseline and MVKT
+  runs of configs/mvkt_crossval.py under the same names with the same settings (all but the
+  fields only feature reconstruction reads), so it skips them."""
+  workdir = epath.Path("/runs/cv1500")
+
+  def settings(run_config):
+    fields = json.loads(run_config.to_json_best_effort())
+    for only_feature_recon in ("recon", "recon_weight", "fusion", "mkd_weight", "sweep"):
+      fields.pop(only_feature_recon, None)
+    return fields
+
+  shared = {
+    (name, str(run_dir)): settings(run_config)
+    for name, run_dir, run_config in sweep.plan(mvkt_crossval.get_config(), workdir)
+    if name in ("teacher", "baseline", "mvkt")
+  }
+  runs = sweep.plan(feature_recon_crossval.get_config(), workdir)
+  for name, run_dir, run_config in runs:
+    if name in ("teacher", "baseline", "mvkt"):
+      assert shared.pop((name, str(run_dir))) == settings(run_config), run_dir
+      continue
+    assert run_config.student.backbone == "cnn_transformer", name
+    assert run_config.optimizer.learning_rate == 1e-3, name
+  assert not shared  # every run of the MVKT sweep is in this one
+  variants = {name: run_config for name, _, run_config in runs if run_config.data.cv_test_fold == 1}
+  assert variants["feature_recon_extractor"].method == "baseline"
+  assert variants["feature_recon"].recon.target == "tokens"
+  assert variants["feature_recon_pooled"].recon.target == "pooled"
+  assert variants["feature_recon_pooled"].recon_weight == 0.05
+  assert variants["feature_recon_no_fusion"].fusion.kind == "none"
+  assert variants["feature_recon_staged"].recon.stage1_epochs == 5
+  assert len(runs) == 10 * 8
