@@ -24,25 +24,38 @@ _BACKBONES = (
 )
 # The MVKT step (1,024 negatives, lead-I student) of the deepest network and two smaller ones.
 _MVKT_BACKBONES = ("xresnet1d101", "inception1d", "resnet1d_wang")
+_DTYPES = ("float32", "bfloat16")
+# A foundation model (ECGFounder's 12-lead Net1D, 10 s at 500 Hz) teaching a small student.
+_NET1D_CASES = tuple(f"mvkt:fcn_wang:8:5000:1:{dtype}:net1d" for dtype in _DTYPES)
+VARIANTS = ("", "quick", "accelerator")
+
+
+def _twinned_cases(dtype: str) -> tuple[str, ...]:
+  """Every backbone's teacher (128 x 250 x 12) and lead-I (32 x 1000 x 1) supervised step and the
+  MVKT steps, in ``dtype``: the steps with a PyTorch twin."""
+  return (
+    *(f"teacher:{name}:128:250:12:{dtype}" for name in _BACKBONES),
+    *(f"baseline:{name}:32:1000:1:{dtype}" for name in _BACKBONES),
+    *(f"mvkt:{name}:32:1000:1:{dtype}" for name in _MVKT_BACKBONES),
+  )
 
 
 def get_config(variant: str = ""):
   """``configs/bench.py`` is the full list; ``configs/bench.py:quick`` runs every method once with
-  small networks (minutes on a CPU), for a first look or a smoke test of a new machine."""
-  if variant not in ("", "quick"):
-    raise ValueError(f"unknown bench variant {variant!r}; known: quick")
+  small networks (minutes on a CPU), for a first look or a smoke test of a new machine;
+  ``configs/bench.py:accelerator`` is the GPU comparison (``launch/bench_gpu.sh``): every twinned
+  step in float32 and in bfloat16 against PyTorch eager and torch.compile on the same device."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown bench variant {variant!r}; known: {', '.join(VARIANTS[1:])}")
   c = ml_collections.ConfigDict()
   c.cases = (
     # Issue 17: every backbone's supervised step >= PyTorch eager; the xresnet1d101 teacher step
     # and the MVKT steps >= torch.compile.
-    *(f"teacher:{name}:128:250:12:float32" for name in _BACKBONES),
-    *(f"baseline:{name}:32:1000:1:float32" for name in _BACKBONES),
-    *(f"mvkt:{name}:32:1000:1:float32" for name in _MVKT_BACKBONES),
+    *_twinned_cases("float32"),
     "teacher:xresnet1d101:128:250:12:bfloat16",
     "feature_recon:cnn_transformer:64:250:1:float32",
     "signal_recon:xresnet1d50:16:1000:3:float32",
-    # A foundation model (ECGFounder's 12-lead Net1D, 10 s at 500 Hz) teaching a small student.
-    *(f"mvkt:fcn_wang:8:5000:1:{dtype}:net1d" for dtype in ("float32", "bfloat16")),
+    *_NET1D_CASES,
   )
   c.output = "/tmp/lead_kt_bench.jsonl"
   c.num_classes = 5  # PTB-XL superdiagnostic
@@ -95,4 +108,12 @@ def get_config(variant: str = ""):
     c.torch.enabled = False
     c.scaling.case = "mvkt:fcn_wang:16:250:1:float32"
     c.scaling.process_counts = (1, 2)
+  if variant == "accelerator":
+    c.cases = (*(case for dtype in _DTYPES for case in _twinned_cases(dtype)), *_NET1D_CASES)
+    # Steps of a few milliseconds: more of them, for a stable median.
+    c.warmup_steps = 5
+    c.timed_steps = 50
+    c.output = "/tmp/lead_kt_bench_gpu.jsonl"
+    # One process on one host: the process series is a multi-host job's (docs/benchmarks.md).
+    c.scaling.process_counts = ()
   return c

@@ -226,3 +226,56 @@ def test_torch_mvkt_step_trains_and_updates_the_bank():
   assert step.num_params == core.backbone_param_count("xresnet1d50", 1, 5, 64)
   # MKD vanishes when the student agrees with the teacher.
   assert np.isclose(float(torch_ref.mkd_paper(torch.ones(2, 5), torch.ones(2, 5))), 0.0)
+
+
+def test_torch_bfloat16_step_runs_under_autocast():
+  torch = pytest.importorskip("torch")
+  from lead_kt.bench import torch_ref
+
+  case = core.Case.parse("baseline:fcn_wang:4:64:1:bfloat16")
+  batch = core.synthetic_batch(case, num_classes=5, num_train=32)
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    torch.manual_seed(0)  # the same initial weights for both
+    step = torch_ref.make_step("baseline", "fcn_wang", batch, 5, 32, 8, 0, dtype=dtype)
+    losses[dtype] = float(step.run())
+  assert np.isfinite(losses["bfloat16"])
+  # Autocast rounds the convolutions to bfloat16: close to the float32 loss, not equal.
+  assert losses["bfloat16"] != losses["float32"]
+  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=5e-2)
+  with pytest.raises(ValueError, match="no dtype 'float16'"):
+    torch_ref.make_step("baseline", "fcn_wang", batch, 5, 32, 8, 0, dtype="float16")
+
+
+def test_bench_times_a_bfloat16_case_against_torch_in_bfloat16(tmp_path):
+  pytest.importorskip("torch")
+  cfg = _tiny_config()
+  cfg.cases = ("baseline:fcn_wang:4:64:1:bfloat16",)
+  cfg.backbone_kwargs = ml_collections.ConfigDict()  # the full fcn_wang: its twin's width
+  cfg.pipeline.enabled = False
+  cfg.torch.enabled, cfg.torch.compile = True, False
+  (record,) = bench_cli.run(cfg, tmp_path / "bench.jsonl")
+  assert record["status"] == "ok"
+  figures = record["torch"]
+  assert (figures["device"], figures["dtype"]) == ("cpu", "bfloat16")
+  assert figures["eager"]["step_ms"]["n"] == 2 and figures["eager"]["samples_per_s"] > 0
+
+
+def test_accelerator_variant_times_every_twinned_step_in_both_dtypes():
+  cfg = bench_config.get_config("accelerator")
+  cases = [core.Case.parse(spec) for spec in cfg.cases]
+  specs = set(cfg.cases)
+  assert len(specs) == len(cases)
+  for dtype in core.DTYPES:
+    for backbone in bench_config._BACKBONES:
+      assert f"teacher:{backbone}:128:250:12:{dtype}" in specs
+      assert f"baseline:{backbone}:32:1000:1:{dtype}" in specs
+    for backbone in bench_config._MVKT_BACKBONES:
+      assert f"mvkt:{backbone}:32:1000:1:{dtype}" in specs
+    assert f"mvkt:fcn_wang:8:5000:1:{dtype}:net1d" in specs
+  assert len(cases) == 2 * (
+    2 * len(bench_config._BACKBONES) + len(bench_config._MVKT_BACKBONES) + 1
+  )
+  assert cfg.torch.enabled and cfg.torch.compile
+  with pytest.raises(ValueError, match="known: quick, accelerator"):
+    bench_config.get_config("gpu")

@@ -135,8 +135,9 @@ def _emit(record: dict, output: pathlib.Path) -> dict:
 
 
 def torch_side_by_side(case, cfg) -> tuple[dict | None, list]:
-  """PyTorch eager (and ``torch.compile``) steps of the same case, built and warmed up: their
-  figures so far (None when disabled, a ``note`` when there is no twin or no torch) and one timer
+  """PyTorch eager (and ``torch.compile``) steps of the same case, built and warmed up on the
+  torch device that matches JAX's backend, in the case's dtype: their figures so far (None when
+  disabled, a ``note`` when there is no twin, no torch or no matching torch device) and one timer
   per step for ``core.measure_case`` to run in turns with JAX's."""
   if not cfg.torch.enabled:
     return None, []
@@ -151,19 +152,32 @@ def torch_side_by_side(case, cfg) -> tuple[dict | None, list]:
   if (
     case.method not in torch_ref.METHODS
     or case.backbone not in torch_ref.BACKBONES
-    or case.dtype != "float32"
     or case.backbone in cfg.backbone_kwargs
     or case.teacher not in ("", case.backbone)
   ):
-    return {"note": f"no PyTorch twin of {case.method} with {case.backbone} in {case.dtype}"}, []
+    return {"note": f"no PyTorch twin of {case.method} with {case.backbone}"}, []
+  device, note = _torch_device(torch)
+  if note:
+    return {"note": note}, []
   if cfg.torch.threads:
     torch.set_num_threads(cfg.torch.threads)
   batch = core.synthetic_batch(case, cfg.num_classes, cfg.num_train)
   leads = 12 if case.method == "teacher" else case.leads
   flax_count = core.backbone_param_count(case.backbone, leads, cfg.num_classes, case.crop_len)
-  figures = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+  figures = {
+    "torch": torch.__version__,
+    "threads": torch.get_num_threads(),
+    "device": device,
+    "dtype": case.dtype,
+  }
+  on_cuda = device == "cuda"
+  if on_cuda:
+    figures["device_kind"] = torch.cuda.get_device_name()
   rivals = []
   for mode in ("eager", "compile") if cfg.torch.compile else ("eager",):
+    if on_cuda:  # the step's own peak: above what the steps built before it hold
+      held = torch.cuda.memory_allocated()
+      torch.cuda.reset_peak_memory_stats()
     step = torch_ref.make_step(
       case.method,
       case.backbone,
@@ -173,6 +187,8 @@ def torch_side_by_side(case, cfg) -> tuple[dict | None, list]:
       cfg.num_negatives,
       core.run_config(case, cfg).clt.head_hidden if case.method == "mvkt" else 0,
       compile_model=mode == "compile",
+      device=device,
+      dtype=case.dtype,
     )
     if step.num_params != flax_count:
       raise AssertionError(
@@ -180,9 +196,26 @@ def torch_side_by_side(case, cfg) -> tuple[dict | None, list]:
       )
     seconds = []
     figures[mode] = {"first_step_s": torch_ref.warm_up(step, cfg.warmup_steps), "seconds": seconds}
+    if on_cuda:
+      figures[mode]["peak_bytes"] = torch.cuda.max_memory_allocated() - held
     rivals.append(lambda steps, step=step, seconds=seconds: seconds.extend(step.time(steps)))
   figures["num_params"] = flax_count
   return figures, rivals
+
+
+def _torch_device(torch) -> tuple[str, str]:
+  """``(torch device, "")`` on JAX's kind of device, or ``("", why there is none)``: a twin on
+  another kind of device than JAX's would time a different machine."""
+  import jax
+
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "cpu", ""
+  if backend == "gpu" and torch.cuda.is_available():
+    return "cuda", ""
+  if backend == "gpu":
+    return "", f"torch {torch.__version__} sees no GPU: the GPU side needs a CUDA build of torch"
+  return "", f"no PyTorch twin on {backend} (torch runs on CPU or CUDA here)"
 
 
 def torch_ratios(case, figures: dict | None, record: dict) -> dict | None:
@@ -201,7 +234,8 @@ def torch_ratios(case, figures: dict | None, record: dict) -> dict | None:
       jax_ratio=record["samples_per_s"] / samples_per_s,
     )
     print(
-      f"  torch {mode}: {samples_per_s:,.0f} samples/s, JAX/torch "
+      f"  torch {mode} ({figures['device']}, {figures['dtype']}): {samples_per_s:,.0f} samples/s, "
+      "JAX/torch "
       f"{figures[mode]['jax_ratio']:.2f} (load {core.environment()['loadavg']})",
       flush=True,
     )

@@ -7,10 +7,14 @@ cnn_transformer), channels-first as PyTorch's Conv1d wants ``[B, C, T]``. The be
 each has the Flax model's trainable parameter count.
 Two steps: the supervised step (BCE, AdamW) of the teacher/baseline, and the MVKT step (BCE +
 multi-label KD from a frozen 12-lead teacher + CRD-style NCE against two memory banks with
-momentum updates). Needs the optional extra ``[torch]`` (``torch==2.13.0``).
+momentum updates), on any torch device, in float32 or in lead_kt's bfloat16 policy (float32
+parameters, bfloat16 compute under ``torch.autocast``). Needs the optional extra ``[torch]``
+(``torch==2.13.0``, a CPU build; a GPU needs a CUDA build of torch).
 """
 
+import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
@@ -24,6 +28,7 @@ from lead_kt.interop import own_twins, torch_twins
 BUILDERS = {**torch_twins.BUILDERS, **own_twins.BUILDERS}
 BACKBONES = tuple(BUILDERS)
 METHODS = ("teacher", "baseline", "mvkt")
+DTYPES = ("float32", "bfloat16")
 
 
 class EmbedHead(nn.Module):
@@ -48,7 +53,8 @@ def feature_width(net: nn.Module, leads: int, length: int) -> int:
   """The width of ``net.logits_and_features``' pooled features, from one eval-mode example."""
   training = net.training
   with torch.no_grad():
-    width = net.eval().logits_and_features(torch.zeros(1, leads, length))[1].shape[1]
+    example = torch.zeros(1, leads, length, device=next(net.parameters()).device)
+    width = net.eval().logits_and_features(example)[1].shape[1]
   net.train(training)
   return width
 
@@ -91,7 +97,8 @@ class ContrastMemory(nn.Module):
   def loss(self, s_emb, t_emb, index):
     """NCE of both sides against K uniform negatives; the anchor's own row first."""
     batch, num_items = index.shape[0], self.student_bank.shape[0]
-    contrast = torch.cat([index[:, None], torch.randint(num_items, (batch, self.negatives))], 1)
+    negatives = torch.randint(num_items, (batch, self.negatives), device=index.device)
+    contrast = torch.cat([index[:, None], negatives], 1)
     s_scores = torch.bmm(self.teacher_bank[contrast], s_emb[:, :, None])[..., 0] / self.temperature
     t_scores = torch.bmm(self.student_bank[contrast], t_emb[:, :, None])[..., 0] / self.temperature
     return self._nce(s_scores, 0) + self._nce(t_scores, 1)
@@ -107,18 +114,25 @@ class ContrastMemory(nn.Module):
 class TorchStep:
   """One training step as a closure over its modules, optimiser and a fixed synthetic batch."""
 
-  run: Callable[[], None]
+  run: Callable[[], torch.Tensor]  # returns the step's loss (not waited for)
   num_params: int  # of the trained backbone
   memory: ContrastMemory | None = None  # the MVKT step's banks
+  device: torch.device = torch.device("cpu")
 
   def time(self, steps: int) -> list[float]:
-    """Seconds of each of ``steps`` steps."""
+    """Seconds of each of ``steps`` steps, each waited for on the device."""
     seconds = []
     for _ in range(steps):
       start = time.perf_counter()
       self.run()
+      self.synchronize()
       seconds.append(time.perf_counter() - start)
     return seconds
+
+  def synchronize(self) -> None:
+    """Waits for the device's queued kernels (CUDA runs them asynchronously; CPU does not)."""
+    if self.device.type == "cuda":
+      torch.cuda.synchronize(self.device)
 
 
 def make_step(
@@ -130,25 +144,33 @@ def make_step(
   negatives: int,
   embed_hidden: int,
   compile_model: bool = False,
+  device: str = "cpu",
+  dtype: str = "float32",
 ) -> TorchStep:
-  """The ``method`` step on numpy ``batch`` (lead_kt's [B, T, L] layout); ``embed_hidden`` is the
-  MVKT embedding heads' hidden width (``clt.head_hidden``, 0 = one linear layer);
-  ``compile_model`` wraps the networks' and losses' forward in ``torch.compile``."""
+  """The ``method`` step on numpy ``batch`` (lead_kt's [B, T, L] layout) on torch ``device``;
+  ``embed_hidden`` is the MVKT embedding heads' hidden width (``clt.head_hidden``, 0 = one linear
+  layer); ``compile_model`` wraps the networks' and losses' forward in ``torch.compile``. In
+  ``dtype`` "bfloat16" the forward runs under ``torch.autocast`` with float32 parameters and
+  optimiser state, as lead_kt's bfloat16 option (float32 parameters, bfloat16 compute)."""
   if method not in METHODS:
     raise ValueError(f"torch_ref has no {method!r} step; known: {', '.join(METHODS)}")
+  if dtype not in DTYPES:
+    raise ValueError(f"torch_ref has no dtype {dtype!r}; known: {', '.join(DTYPES)}")
+  device = torch.device(device)
   view = "teacher" if method == "teacher" else "student"
-  x = torch.from_numpy(batch[view]).permute(0, 2, 1).contiguous()
-  labels = torch.from_numpy(batch["label"])
-  net = build(backbone, x.shape[1], num_classes)
+  to_device = lambda array: torch.from_numpy(array).to(device)
+  x = to_device(batch[view]).permute(0, 2, 1).contiguous()
+  labels = to_device(batch["label"])
+  net = build(backbone, x.shape[1], num_classes).to(device)
   trained = [net]
   if method == "mvkt":
-    x_teacher = torch.from_numpy(batch["teacher"]).permute(0, 2, 1).contiguous()
-    index = torch.from_numpy(batch["index"]).long()
-    teacher = build(backbone, 12, num_classes).eval().requires_grad_(False)
+    x_teacher = to_device(batch["teacher"]).permute(0, 2, 1).contiguous()
+    index = to_device(batch["index"]).long()
+    teacher = build(backbone, 12, num_classes).eval().requires_grad_(False).to(device)
     length = x.shape[2]
-    embed_s = EmbedHead(feature_width(net, x.shape[1], length), 128, embed_hidden)
-    embed_t = EmbedHead(feature_width(teacher, 12, length), 128, embed_hidden)
-    memory = ContrastMemory(num_train, 128, negatives)
+    embed_s = EmbedHead(feature_width(net, x.shape[1], length), 128, embed_hidden).to(device)
+    embed_t = EmbedHead(feature_width(teacher, 12, length), 128, embed_hidden).to(device)
+    memory = ContrastMemory(num_train, 128, negatives).to(device)
     trained += [embed_s, embed_t]
 
     def forward():
@@ -170,7 +192,17 @@ def make_step(
     finish, memory = lambda _: None, None
   params = [p for module in trained for p in module.parameters()]
   optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-2)
-  compiled_forward = torch.compile(forward) if compile_model else forward
+  precision = (
+    functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+    if dtype == "bfloat16"
+    else contextlib.nullcontext
+  )
+
+  def forward_in_precision():
+    with precision():
+      return forward()
+
+  compiled_forward = torch.compile(forward_in_precision) if compile_model else forward_in_precision
 
   def run():
     optimizer.zero_grad(set_to_none=True)
@@ -178,8 +210,9 @@ def make_step(
     loss.backward()
     optimizer.step()
     finish(extra)
+    return loss.detach()
 
-  return TorchStep(run, trainable_count(net), memory)
+  return TorchStep(run, trainable_count(net), memory, device)
 
 
 def warm_up(step: TorchStep, warmup: int) -> float:
