@@ -60,6 +60,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from lead_kt import losses, methods, metrics, sharding
+from lead_kt.data.windows import aggregate_windows
 from lead_kt.methods.base import RunStart
 from lead_kt.methods.common import Network, build_backbone
 from lead_kt.models.feature_recon import FUSIONS, FeatureReconOutput, FeatureReconStudent
@@ -216,24 +217,20 @@ def per_record_means(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Each record's mean over its windows of every ``features(batch)`` output ``[B, D]``, and its
   labels; ``({name: [n, D]}, labels [n, C])`` in record order (padding windows dropped)."""
-  chunks = []
-  for batch in batches:
-    fetched = sharding.to_host(
-      {**features(batch), **{k: batch[k] for k in ("record", "mask", "label")}}
-    )
-    real = fetched.pop("mask") > 0
-    chunks.append({k: v[real] for k, v in fetched.items()})
+  chunks = [
+    sharding.to_host({**features(batch), **{k: batch[k] for k in ("record", "mask", "label")}})
+    for batch in batches
+  ]
   joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  records, labels = joined.pop("record"), joined.pop("label")
-  counts = np.bincount(records)
-  means = {}
-  for name, values in joined.items():
-    sums = np.zeros((len(counts), values.shape[1]))
-    np.add.at(sums, records, values)
-    means[name] = sums / counts[:, None]
-  record_labels = np.zeros((len(counts), labels.shape[1]), labels.dtype)
-  record_labels[records] = labels
-  return means, record_labels
+  record, mask, labels = joined.pop("record"), joined.pop("mask"), joined.pop("label")
+  num_records = int(record[mask > 0].max()) + 1
+  means = {
+    name: aggregate_windows(values, record, mask, num_records, "mean")
+    for name, values in joined.items()
+  }
+  # A record's windows share its labels.
+  record_labels = aggregate_windows(labels, record, mask, num_records, "max")
+  return means, record_labels.astype(labels.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
