@@ -352,21 +352,26 @@ def _child_config(cfg, scratch: pathlib.Path) -> str:
   return str(path)
 
 
+def _child_command(cfg, scratch: pathlib.Path, *flags: str) -> tuple[list[str], pathlib.Path]:
+  """argv of a scaling child (this bench on ``cfg`` with ``flags``) and the file it writes."""
+  child_output = scratch / "scaling.json"
+  argv = [
+    sys.executable,
+    "-m",
+    "lead_kt.bench",
+    f"--config={_child_config(cfg, scratch)}",
+    *flags,
+    f"--output={child_output}",
+  ]
+  return argv, child_output
+
+
 def _simulated(cfg, count: int) -> dict:
   """Runs the bench again with ``--scaling_child=count`` on ``count`` CPU devices."""
   from launch import local
 
   with tempfile.TemporaryDirectory() as scratch:
-    scratch = pathlib.Path(scratch)
-    child_output = scratch / "scaling.json"
-    command = [
-      sys.executable,
-      "-m",
-      "lead_kt.bench",
-      f"--config={_child_config(cfg, scratch)}",
-      f"--scaling_child={count}",
-      f"--output={child_output}",
-    ]
+    command, child_output = _child_command(cfg, pathlib.Path(scratch), f"--scaling_child={count}")
     env = {**os.environ, **dict(local.simulated_cpu_env(count))}
     try:
       done = subprocess.run(
@@ -390,16 +395,9 @@ def _simulated_processes(cfg, processes: int) -> dict:
 
   with tempfile.TemporaryDirectory() as scratch:
     scratch = pathlib.Path(scratch)
-    child_output = scratch / "scaling.json"
-    argv = [
-      sys.executable,
-      "-m",
-      "lead_kt.bench",
-      f"--config={_child_config(cfg, scratch)}",
-      "--multiprocess=true",
-      "--process_scaling_child=true",
-      f"--output={child_output}",
-    ]
+    argv, child_output = _child_command(
+      cfg, scratch, "--multiprocess=true", "--process_scaling_child=true"
+    )
     port = local.free_port()
     commands = local.job_commands(argv, processes, cfg.scaling.devices_per_process, port)
     end = local.run_job(
