@@ -1,0 +1,227 @@
+"""Inference speed of a trained run: ``lead_kt.predict`` on a folder of records, the network alone,
+the exported StableHLO artefact, and the PyTorch twin of the same backbone.
+
+  python -m lead_kt.bench.inference_speed --workdir=RUN --input=DIR [--records=N] [--batch=256]
+      [--output=inference.json] [--torch_compile]
+
+Four figures, each from this one invocation:
+
+- ``predict``: records/s of ``Predictor.predict_record`` over the records found under ``--input``
+  (at most ``--records``), reading, preprocessing, windowing, the network and aggregation
+  included. The first pass (``cold``) pays for compiling each padded batch shape; the second
+  (``warm``) is what a long-running service sees. ``load_s`` is the time to build the Predictor
+  (results, normalisation, the best checkpoint).
+- ``model``: windows/s of the run's network (``predict.window_logits``, normalisation included)
+  on a fixed batch of ``--batch`` windows, jitted.
+- ``stablehlo``: the same on the artefact ``lead_kt.export`` writes, serialized, read back and
+  called through ``jax.export`` (what a user without lead_kt runs).
+- ``torch``: the PyTorch twin of the backbone (``lead_kt.bench.torch_ref``, asserted to have the
+  Flax backbone's parameter count) in eval mode under ``torch.inference_mode`` on the same batch,
+  eager (and ``torch.compile`` with ``--torch_compile``); ``jax_over_eager`` etc. are the ratios.
+
+The three network timings take turns (``--rounds`` blocks of ``--timed`` calls each), so that the
+machine's drift falls on every side. Figures are medians over calls, each waited for.
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from lead_kt import compilation_cache, export, logger, predict
+from lead_kt.bench import core
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "a finished run directory", required=True)
+_INPUT = flags.DEFINE_string("input", None, "a folder of records, or one record", required=True)
+_RECORDS = flags.DEFINE_integer("records", 500, "at most this many records for predict; 0: all")
+_BATCH = flags.DEFINE_integer("batch", 256, "windows per call of the network alone")
+_PREDICT_BATCH = flags.DEFINE_integer("predict_batch", 64, "Predictor's batch of windows")
+_TIMED = flags.DEFINE_integer("timed", 20, "timed calls of each network side in all")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "blocks the timed calls are split into, in turns")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "also time torch.compile's twin")
+_OUTPUT = flags.DEFINE_string("output", "", "write the record as JSON here too")
+
+
+def time_calls(call: Callable[[], object], calls: int) -> list[float]:
+  """Seconds of each of ``calls`` calls, each result waited for."""
+  seconds = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def predict_rates(predictor: predict.Predictor, paths: list[str]) -> dict:
+  """Records/s of two passes of ``predict_files`` over ``paths`` (cold, then warm)."""
+  figures = {"records": len(paths)}
+  for name in ("cold", "warm"):
+    start = time.perf_counter()
+    rows = predict.predict_files(predictor, paths, progress=False)
+    seconds = time.perf_counter() - start
+    failed = [row for row in rows if row["error"]]
+    if failed:
+      raise ValueError(f"{len(failed)} of {len(rows)} records failed, e.g. {failed[0]['error']}")
+    figures[name] = {"seconds": seconds, "records_per_s": len(paths) / seconds}
+  return figures
+
+
+def network_sides(
+  predictor: predict.Predictor, windows: np.ndarray, torch_compile: bool
+) -> tuple[dict, dict]:
+  """name -> a call of the network on ``windows`` (its first call made: compiled, warmed up), and
+  a ``notes`` entry for a side that cannot run."""
+  device_windows = jax.device_put(windows)
+  logits = jax.jit(
+    lambda params, state, x: predict.window_logits(
+      predictor.method, predictor.spec, params, state, x
+    )
+  )
+  sides = {"jax": lambda: logits(predictor.params, predictor.state, device_windows)}
+  exported = jax.export.deserialize(bytearray(export.export_stablehlo(predictor)))
+  artefact = jax.jit(exported.call)
+  sides["stablehlo"] = lambda: artefact(device_windows)
+  notes = {}
+  try:
+    sides.update(torch_sides(predictor, windows, torch_compile))
+  except (ImportError, ValueError) as error:
+    notes["torch"] = str(error)
+  for call in sides.values():
+    time_calls(call, 2)
+  return sides, notes
+
+
+def torch_sides(predictor: predict.Predictor, windows: np.ndarray, torch_compile: bool) -> dict:
+  """The PyTorch twin of the run's backbone, eager (and compiled), in eval mode without autograd."""
+  import torch
+
+  from lead_kt.bench import torch_ref
+
+  config = predictor.config
+  backbone = config.student.backbone
+  if backbone not in torch_ref.BACKBONES or config.student.get("kwargs"):
+    raise ValueError(f"no PyTorch twin of {backbone} with kwargs {dict(config.student.kwargs)}")
+  leads = len(predictor.spec.student_leads)
+  classes = len(predictor.spec.class_names)
+  twin = torch_ref.build(backbone, leads, classes).eval()
+  flax_count = core.backbone_param_count(backbone, leads, classes, windows.shape[1])
+  if torch_ref.trainable_count(twin) != flax_count:
+    raise AssertionError(
+      f"torch_ref {backbone} has {torch_ref.trainable_count(twin):,} parameters, Flax {flax_count:,}"
+    )
+  x = torch.from_numpy(np.ascontiguousarray(windows[..., :leads].transpose(0, 2, 1)))
+
+  def runner(net):
+    def call():
+      with torch.inference_mode():
+        return net(x)
+
+    return call
+
+  sides = {"torch_eager": runner(twin)}
+  if torch_compile:
+    sides["torch_compile"] = runner(torch.compile(twin))
+  return sides
+
+
+def measure(
+  workdir: str,
+  paths: list[str],
+  batch: int,
+  predict_batch: int,
+  timed: int,
+  rounds: int,
+  torch_compile: bool = False,
+) -> dict:
+  """The JSON record of one run: predict, model, stablehlo, torch and their ratios."""
+  start = time.perf_counter()
+  predictor = predict.Predictor(workdir, batch_size=predict_batch)
+  record = {
+    "workdir": os.path.abspath(workdir),
+    "method": predictor.config.method,
+    "backbone": predictor.config.student.backbone,
+    "input_leads": list(predictor.spec.input_leads),
+    "window_length": predictor.spec.crop_len,
+    "load_s": time.perf_counter() - start,
+    **core.environment(),
+  }
+  record["predict"] = predict_rates(predictor, paths)
+  rng = np.random.default_rng(0)
+  shape = (batch, predictor.spec.crop_len, len(predictor.spec.input_leads))
+  windows = rng.normal(size=shape).astype(np.float32)
+  sides, notes = network_sides(predictor, windows, torch_compile)
+  # The artefact timed is the network timed: its probabilities are the sigmoid of the logits.
+  record["stablehlo_max_abs_diff"] = float(
+    np.abs(np.asarray(sides["stablehlo"]()) - jax.nn.sigmoid(np.asarray(sides["jax"]()))).max()
+  )
+  seconds = {name: [] for name in sides}
+  for calls in core.blocks(timed, rounds):
+    for name, call in sides.items():
+      seconds[name] += time_calls(call, calls)
+  record["batch"] = batch
+  record["notes"] = notes
+  for name, times in seconds.items():
+    median = statistics.median(times)
+    record[name] = {"step_ms": core.step_summary(times), "windows_per_s": batch / median}
+  for rival in ("stablehlo", "torch_eager", "torch_compile"):
+    if rival in record:
+      record[f"jax_over_{rival}"] = record["jax"]["windows_per_s"] / record[rival]["windows_per_s"]
+  return record
+
+
+def summary(record: dict) -> str:
+  """A few Markdown lines of the record."""
+  p = record["predict"]
+  lines = [
+    f"{record['method']} / {record['backbone']}, leads {','.join(record['input_leads'])}, "
+    f"window {record['window_length']}: load {record['load_s']:.1f} s; predict on "
+    f"{p['records']} records: cold {p['cold']['records_per_s']:.1f}, warm "
+    f"{p['warm']['records_per_s']:.1f} records/s",
+    "",
+    f"| batch {record['batch']} | windows/s | median ms | JAX / this |",
+    "|---|---|---|---|",
+  ]
+  for name in ("jax", "stablehlo", "torch_eager", "torch_compile"):
+    if name in record:
+      ratio = record.get(f"jax_over_{name}")
+      lines.append(
+        f"| {name} | {record[name]['windows_per_s']:,.0f} | "
+        f"{record[name]['step_ms']['median']:.1f} | {'' if ratio is None else f'{ratio:.2f}'} |"
+      )
+  lines += [f"note ({name}): {note}" for name, note in record["notes"].items()]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  logger.quiet_library_logs()
+  compilation_cache.enable()
+  paths = predict.expand_inputs([_INPUT.value])
+  if not paths:
+    raise app.UsageError(f"--input {_INPUT.value}: no records found")
+  if _RECORDS.value:
+    paths = paths[: _RECORDS.value]
+  record = measure(
+    _WORKDIR.value,
+    paths,
+    _BATCH.value,
+    _PREDICT_BATCH.value,
+    _TIMED.value,
+    _ROUNDS.value,
+    _TORCH_COMPILE.value,
+  )
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "w") as f:
+      json.dump(record, f, indent=1)
+  sys.stdout.write(summary(record))
+
+
+if __name__ == "__main__":
+  app.run(main)
