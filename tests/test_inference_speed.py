@@ -31,6 +31,8 @@ def test_measures_predict_the_network_the_artefact_and_the_twin(run_dir):
   )
   # The artefact computes the run's network: sigmoid of the same logits.
   assert record["stablehlo_max_abs_diff"] < 1e-5
+  # The twin carries the run's trained weights: the same logits.
+  assert record["torch_max_abs_logit_diff"] < 1e-4
   json.dumps(record)  # the record is JSON as it is
   table = inference_speed.summary(record)
   assert "| torch_eager |" in table and "records/s" in table

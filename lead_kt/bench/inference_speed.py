@@ -16,8 +16,10 @@ Four figures, each from this one invocation:
 - ``stablehlo``: the same on the artefact ``lead_kt.export`` writes, serialized, read back and
   called through ``jax.export`` (what a user without lead_kt runs).
 - ``torch``: the PyTorch twin of the backbone (``lead_kt.bench.torch_ref``, asserted to have the
-  Flax backbone's parameter count) in eval mode under ``torch.inference_mode`` on the same batch,
-  eager (and ``torch.compile`` with ``--torch_compile``); ``jax_over_eager`` etc. are the ratios.
+  Flax backbone's parameter count) with the run's trained weights copied in (``lead_kt.interop``),
+  in eval mode under ``torch.inference_mode`` on the same batch, normalised; eager (and
+  ``torch.compile`` with ``--torch_compile``). ``torch_max_abs_logit_diff`` says that it computes
+  the run's logits; ``jax_over_torch_eager`` etc. are the ratios.
 
 The three network timings take turns (``--rounds`` blocks of ``--timed`` calls each), so that the
 machine's drift falls on every side. Figures are medians over calls, each waited for.
@@ -95,25 +97,38 @@ def network_sides(
 
 
 def torch_sides(predictor: predict.Predictor, windows: np.ndarray, torch_compile: bool) -> dict:
-  """The PyTorch twin of the run's backbone, eager (and compiled), in eval mode without autograd."""
+  """The PyTorch twin of the run's backbone with the run's trained weights, eager (and compiled),
+  in eval mode without autograd, on the normalised student leads of ``windows``."""
   import torch
 
+  from lead_kt import interop, pretrained
   from lead_kt.bench import torch_ref
+  from lead_kt.interop import own_twins
 
-  config = predictor.config
+  config, spec = predictor.config, predictor.spec
   backbone = config.student.backbone
   if backbone not in torch_ref.BACKBONES:
     raise ValueError(f"no PyTorch twin of {backbone}")
   if config.student.get("kwargs"):
     raise ValueError(f"no PyTorch twin of {backbone} with {dict(config.student.kwargs)}")
-  leads = len(predictor.spec.student_leads)
-  classes = len(predictor.spec.class_names)
+  if config.method not in pretrained.NETWORK_KEYS:
+    raise ValueError(f"the {config.method} network has no PyTorch twin")
+  if not set(spec.student_leads) <= set(spec.input_leads):
+    raise ValueError(f"the network reads leads {spec.student_leads} that are not its inputs")
+  leads, classes = len(spec.student_leads), len(spec.class_names)
   twin = torch_ref.build(backbone, leads, classes).eval()
   flax_count = core.backbone_param_count(backbone, leads, classes, windows.shape[1])
   twin_count = torch_ref.trainable_count(twin)
   if twin_count != flax_count:
     raise AssertionError(f"torch_ref {backbone} has {twin_count:,} parameters, Flax {flax_count:,}")
-  x = torch.from_numpy(np.ascontiguousarray(windows[..., :leads].transpose(0, 2, 1)))
+  variables = pretrained.network_variables(config.method, predictor.params, predictor.state)
+  if backbone in own_twins.BUILDERS:
+    own_twins.load_flax(twin, variables)
+  else:
+    twin.load_state_dict(interop.to_torch(backbone, variables))
+  normalised = (windows - spec.mean) * spec.inv_std
+  columns = [spec.input_leads.index(lead) for lead in spec.student_leads]
+  x = torch.from_numpy(np.ascontiguousarray(normalised[..., columns].transpose(0, 2, 1)))
 
   def runner(net):
     def call():
@@ -155,9 +170,14 @@ def measure(
   windows = rng.normal(size=shape).astype(np.float32)
   sides, notes = network_sides(predictor, windows, torch_compile)
   # The artefact timed is the network timed: its probabilities are the sigmoid of the logits.
+  logits = np.asarray(sides["jax"]())
   record["stablehlo_max_abs_diff"] = float(
-    np.abs(np.asarray(sides["stablehlo"]()) - jax.nn.sigmoid(np.asarray(sides["jax"]()))).max()
+    np.abs(np.asarray(sides["stablehlo"]()) - jax.nn.sigmoid(logits)).max()
   )
+  # The twin carries the run's weights: its logits are the network's.
+  if "torch_eager" in sides:
+    twin_logits = sides["torch_eager"]().numpy()
+    record["torch_max_abs_logit_diff"] = float(np.abs(twin_logits - logits).max())
   seconds = {name: [] for name in sides}
   for calls in core.blocks(timed, rounds):
     for name, call in sides.items():
