@@ -35,9 +35,9 @@ def get_config(variant: str = ""):
   c.optimizer.learning_rate = 1e-3
 
   # The defaults below (token targets, LayerNorm-normalised, fusion, joint training from the start)
-  # had a better validation AUC than the pooled target and than no fusion on fold 1 of the 1,500
-  # records (docs/results.md; staged training not yet measured). On the 10 folds the method is
-  # still 0.008 below this extractor trained alone.
+  # had a better validation AUC than the pooled target, no fusion and staged training on fold 1 of
+  # the 1,500 records (docs/results.md). On the 10 folds the method is still 0.008 below this
+  # extractor trained alone.
   # lambda of the reconstruction loss. Normalised targets have unit scale, so the MSE starts near
   # 1 (against a BCE of ~0.6) whatever the teacher.
   c.recon_weight = 1.0
