@@ -47,3 +47,14 @@ def test_a_record_that_fails_stops_the_measurement_with_its_reason(run_dir, tmp_
     inference_speed.measure(
       run_dir, [good, str(broken)], batch=8, predict_batch=8, timed=1, rounds=1
     )
+
+
+def test_command_line_writes_the_record_and_prints_the_table(run_dir, tmp_path, capsys):
+  record_path = run_fixture.ptbxl_test_records(run_dir)[0]
+  output = tmp_path / "inference.json"
+  inference_speed.main(
+    ["--workdir", run_dir, "--input", record_path + ".hea", "--batch", "8", "--timed", "1"]
+    + ["--rounds", "1", "--output", str(output)]
+  )
+  assert json.loads(output.read_text())["predict"]["records"] == 1
+  assert "| jax |" in capsys.readouterr().out

@@ -25,30 +25,20 @@ The three network timings take turns (``--rounds`` blocks of ``--timed`` calls e
 machine's drift falls on every side. Figures are medians over calls, each waited for.
 """
 
+import argparse
 import functools
 import json
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
-from absl import app, flags
 
 from lead_kt import compilation_cache, export, logger, predict
 from lead_kt.bench import core
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "a finished run directory", required=True)
-_INPUT = flags.DEFINE_string("input", None, "a folder of records, or one record", required=True)
-_RECORDS = flags.DEFINE_integer("records", 500, "at most this many records for predict; 0: all")
-_BATCH = flags.DEFINE_integer("batch", 256, "windows per call of the network alone")
-_PREDICT_BATCH = flags.DEFINE_integer("predict_batch", 64, "Predictor's batch of windows")
-_TIMED = flags.DEFINE_integer("timed", 20, "timed calls of each network side in all")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "blocks the timed calls are split into, in turns")
-_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "also time torch.compile's twin")
-_OUTPUT = flags.DEFINE_string("output", "", "write the record as JSON here too")
 
 
 def time_calls(call: Callable[[], object], calls: int) -> list[float]:
@@ -216,30 +206,39 @@ def summary(record: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="a finished run directory")
+  parser.add_argument("--input", required=True, help="a folder of records, or one record")
+  parser.add_argument("--records", type=int, default=500, help="records for predict; 0: all")
+  parser.add_argument("--batch", type=int, default=256, help="windows per call of the network")
+  parser.add_argument("--predict_batch", type=int, default=64, help="Predictor's batch of windows")
+  parser.add_argument("--timed", type=int, default=20, help="timed calls of each side in all")
+  parser.add_argument("--rounds", type=int, default=5, help="blocks of timed calls, in turns")
+  parser.add_argument("--torch_compile", action="store_true", help="also time torch.compile")
+  parser.add_argument("--output", default="", help="write the record as JSON here too")
+  args = parser.parse_args(argv)
   logger.quiet_library_logs()
   compilation_cache.enable()
-  paths = predict.expand_inputs([_INPUT.value])
+  paths = predict.expand_inputs([args.input])
   if not paths:
-    raise app.UsageError(f"--input {_INPUT.value}: no records found")
-  if _RECORDS.value:
-    paths = paths[: _RECORDS.value]
+    parser.error(f"--input {args.input}: no records found")
+  if args.records:
+    paths = paths[: args.records]
   record = measure(
-    _WORKDIR.value,
+    args.workdir,
     paths,
-    _BATCH.value,
-    _PREDICT_BATCH.value,
-    _TIMED.value,
-    _ROUNDS.value,
-    _TORCH_COMPILE.value,
+    args.batch,
+    args.predict_batch,
+    args.timed,
+    args.rounds,
+    args.torch_compile,
   )
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as f:
+  if args.output:
+    with open(args.output, "w") as f:
       json.dump(record, f, indent=1)
   sys.stdout.write(summary(record))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
