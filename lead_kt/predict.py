@@ -159,7 +159,8 @@ class Predictor:
         f"{self.run_dir}: results.json does not describe a usable run ({error!r})"
       ) from error
     self.params, self.state = self._restore()
-    self._logits = jax.jit(functools.partial(window_logits, self.method, self.spec))
+    # The network on device batches: (params, state, windows [B, crop_len, L_in]) -> logits [B, C].
+    self.jitted_logits = jax.jit(functools.partial(window_logits, self.method, self.spec))
 
   def predict_signal(
     self, signal: np.ndarray, lead_names: Sequence[str], fs: float, name: str = "signal"
@@ -234,7 +235,7 @@ class Predictor:
       size = min(self.batch_size, max(_SMALLEST_BATCH, 1 << (len(chunk) - 1).bit_length()))
       padded = np.zeros((size, *chunk.shape[1:]), np.float32)
       padded[: len(chunk)] = chunk
-      chunks.append(np.asarray(self._logits(self.params, self.state, padded))[: len(chunk)])
+      chunks.append(np.asarray(self.jitted_logits(self.params, self.state, padded))[: len(chunk)])
     return np.concatenate(chunks)
 
   def _record_probs(self, record: ecg_io.Record) -> tuple[np.ndarray, int]:

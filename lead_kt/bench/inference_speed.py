@@ -16,7 +16,7 @@ Four figures, each from this one invocation:
 - ``stablehlo``: the same on the artefact ``lead_kt.export`` writes, serialized, read back and
   called through ``jax.export`` (what a user without lead_kt runs).
 - ``torch``: the PyTorch twin of the backbone (``lead_kt.bench.torch_ref``, asserted to have the
-  Flax backbone's parameter count) with the run's trained weights copied in (``lead_kt.interop``),
+  run's network's parameter count) with the run's trained weights copied in (``lead_kt.interop``),
   in eval mode under ``torch.inference_mode`` on the same batch, normalised; eager (and
   ``torch.compile`` with ``--torch_compile``). ``torch_max_abs_logit_diff`` says that it computes
   the run's logits; ``jax_over_torch_eager`` etc. are the ratios.
@@ -26,7 +26,6 @@ machine's drift falls on every side. Figures are medians over calls, each waited
 """
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -71,7 +70,7 @@ def network_sides(
   """name -> a call of the network on ``windows`` (its first call made: compiled, warmed up), and
   a ``notes`` entry for a side that cannot run."""
   device_windows = jax.device_put(windows)
-  logits = jax.jit(functools.partial(predict.window_logits, predictor.method, predictor.spec))
+  logits = predictor.jitted_logits
   sides = {"jax": lambda: logits(predictor.params, predictor.state, device_windows)}
   exported = jax.export.deserialize(bytearray(export.export_stablehlo(predictor)))
   artefact = jax.jit(exported.call)
@@ -107,11 +106,13 @@ def torch_sides(predictor: predict.Predictor, windows: np.ndarray, torch_compile
     raise ValueError(f"the network reads leads {spec.student_leads} that are not its inputs")
   leads, classes = len(spec.student_leads), len(spec.class_names)
   twin = torch_ref.build(backbone, leads, classes).eval()
-  flax_count = core.backbone_param_count(backbone, leads, classes, windows.shape[1])
+  variables = pretrained.network_variables(config.method, predictor.params, predictor.state)
+  flax_count = sum(int(np.size(p)) for p in jax.tree.leaves(variables["params"]))
   twin_count = torch_ref.trainable_count(twin)
   if twin_count != flax_count:
-    raise AssertionError(f"torch_ref {backbone} has {twin_count:,} parameters, Flax {flax_count:,}")
-  variables = pretrained.network_variables(config.method, predictor.params, predictor.state)
+    raise AssertionError(
+      f"torch_ref {backbone} has {twin_count:,} parameters, the run {flax_count:,}"
+    )
   if backbone in own_twins.BUILDERS:
     own_twins.load_flax(twin, variables)
   else:
