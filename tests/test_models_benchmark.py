@@ -220,6 +220,56 @@ def test_materialize_divides_on_cpu_only():
   assert " divide(" in compiled and " conditional(" not in compiled
 
 
+CHANNELS_LAST = ("NWC", "WIO", "NWC")
+
+
+# (input length, kernel, stride, padding): all short enough for patches (the kernel covers the
+# input or the output) but the last, which keeps the convolution.
+@pytest.mark.parametrize(
+  "length, kernel, stride, padding",
+  [
+    (8, 16, 1, "SAME"),
+    (24, 16, 2, "SAME"),
+    (4, 5, 1, [(2, 2)]),
+    (7, 8, 1, [(3, 3)]),
+    (40, 5, 2, "SAME"),
+  ],
+)
+def test_short_convolution_as_patches_equals_the_convolution(length, kernel, stride, padding):
+  rng = np.random.default_rng(length)
+  x = jnp.asarray(rng.normal(size=(3, length, 5)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, 5, 6)), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, CHANNELS_LAST)
+  ours = lambda w, x: layers.conv_general_dilated(x, w, (stride,), padding, None, None, numbers)
+  plain = lambda w, x: jax.lax.conv_general_dilated(x, w, (stride,), padding, None, None, numbers)
+  np.testing.assert_allclose(jax.jit(ours)(w, x), plain(w, x), atol=2e-5)
+  gradients = lambda conv: jax.grad(lambda w, x: jnp.sum(jnp.sin(conv(w, x))), (0, 1))(w, x)
+  for got, want in zip(gradients(ours), gradients(plain), strict=True):
+    np.testing.assert_allclose(got, want, atol=5e-5)
+  lowered = jax.jit(ours).lower(w, x).as_text()
+  assert ("stablehlo.convolution" in lowered) == (length == 40)
+
+
+def test_short_convolution_is_patches_on_cpu_only():
+  """cnn_hannun's last layers (kernel 16 over 8 steps): a dot on CPU, a convolution elsewhere."""
+  x = jax.ShapeDtypeStruct((2, 8, 4), jnp.float32)
+  w = jax.ShapeDtypeStruct((16, 4, 4), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, CHANNELS_LAST)
+
+  # A new function each time: JAX reuses the trace of a function it has traced before.
+  def lower(**kwargs) -> str:
+    conv = lambda w, x: layers.conv_general_dilated(x, w, (1,), "SAME", None, None, numbers)
+    return jax.jit(conv).trace(w, x).lower(**kwargs).as_text()
+
+  text = {platform: lower(lowering_platforms=(platform,)) for platform in ("cpu", "cuda", "tpu")}
+  assert "stablehlo.convolution" not in text["cpu"] and "stablehlo.dot_general" in text["cpu"]
+  for platform in ("cuda", "tpu"):
+    assert "stablehlo.convolution" in text[platform]
+    assert "stablehlo.dot_general" not in text[platform]
+  with layers.without_cpu_workarounds():
+    assert "stablehlo.convolution" in lower()
+
+
 def test_without_cpu_workarounds_traces_no_platform_switch():
   module = models.get("resnet1d34", 5, **TWO_BLOCK_RESNET)
   x = batch(leads=1)

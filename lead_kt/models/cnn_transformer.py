@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lead_kt.models.layers import ConvBN
+from lead_kt.models.layers import ConvBN, conv_general_dilated
 from lead_kt.models.registry import BackboneOutput, register
 
 
@@ -155,6 +155,7 @@ class CNNTransformer(nn.Module):
       padding="SAME",
       dtype=self.dtype,
       param_dtype=jnp.float32,
+      conv_general_dilated=conv_general_dilated,
     )(multi_scale)
     tokens = tokens + self._positions(tokens.shape[1]).astype(self.dtype)
     tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lead_kt.models.layers import BatchNorm, conv_init, materialize
+from lead_kt.models.layers import BatchNorm, conv_general_dilated, conv_init, materialize
 from lead_kt.models.registry import BackboneOutput, register
 
 
@@ -36,6 +36,7 @@ def _conv(features: int, kernel_size: int, stride: int, dtype: Any) -> nn.Conv:
     kernel_init=conv_init,
     dtype=dtype,
     param_dtype=jnp.float32,
+    conv_general_dilated=conv_general_dilated,
   )
 
 

@@ -12,7 +12,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lead_kt.models.layers import BatchNorm, BenchmarkHead, ConvBN, concat_pool, conv_init
+from lead_kt.models.layers import (
+  BatchNorm,
+  BenchmarkHead,
+  ConvBN,
+  concat_pool,
+  conv_general_dilated,
+  conv_init,
+)
 from lead_kt.models.registry import BackboneOutput, register
 
 
@@ -38,6 +45,7 @@ class InceptionBlock(nn.Module):
         kernel_init=conv_init,
         dtype=self.dtype,
         param_dtype=jnp.float32,
+        conv_general_dilated=conv_general_dilated,
       )
 
     bottled = conv(self.bottleneck, 1)(x)

@@ -10,7 +10,8 @@ axis, so a mean over the batch axis already spans every device.
 
 import contextlib
 import contextvars
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -115,6 +116,7 @@ class ConvBN(nn.Module):
       kernel_init=conv_init,
       dtype=self.dtype,
       param_dtype=jnp.float32,
+      conv_general_dilated=conv_general_dilated,
     )(x)
     scale_init = nn.initializers.zeros if self.zero_scale else nn.initializers.ones
     x = BatchNorm(dtype=self.dtype, scale_init=scale_init)(x, train)
@@ -143,6 +145,79 @@ def materialize(x: jax.Array, anchor: Any) -> jax.Array:
 def _divide_by_runtime_one(x: jax.Array, leaf: jax.Array) -> jax.Array:
   runtime_zero = 0.0 * jax.lax.stop_gradient(leaf.reshape(-1)[0])
   return x / (1.0 + runtime_zero).astype(x.dtype)
+
+
+def conv_general_dilated(
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: str | Sequence[tuple[int, int]],
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
+  feature_group_count: int = 1,
+  precision: Any = None,
+) -> jax.Array:
+  """``jax.lax.conv_general_dilated`` (the signature ``nn.Conv`` calls), but on XLA:CPU a 1-D
+  convolution whose input or output is no longer than its kernel runs as patches times a matrix.
+
+  XLA:CPU's convolution falls off its fast path when the window covers the whole (padded) input:
+  a kernel-16 convolution of 256 channels over 8 steps took 117 ms forward and 240 ms with its
+  gradients, against 9 ms as patches and a dot (kernel 5 over 4 steps: 114 vs 5 ms); the late,
+  short layers of cnn_hannun spent most of its training step there (docs/benchmarks.md). Other
+  shapes, and every other platform, keep the convolution.
+  """
+  conv = functools.partial(
+    jax.lax.conv_general_dilated,
+    window_strides=window_strides,
+    padding=padding,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=dimension_numbers,
+    feature_group_count=feature_group_count,
+    precision=precision,
+  )
+  pads = _short_1d_conv_pads(
+    lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers
+  )
+  if pads is None or feature_group_count != 1 or not _cpu_workarounds.get():
+    return conv(lhs, rhs)
+  stride = window_strides[0]
+  as_patches = functools.partial(_patches_conv, stride=stride, pads=pads, precision=precision)
+  return jax.lax.platform_dependent(lhs, rhs, cpu=as_patches, default=conv)
+
+
+def _short_1d_conv_pads(
+  lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers
+) -> tuple[int, int] | None:
+  """The (low, high) padding of a channels-last 1-D convolution without dilation whose input or
+  output is no longer than its kernel; None for any other convolution."""
+  if lhs.ndim != 3 or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+    return None
+  channels_last = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NWC", "WIO", "NWC"))
+  if dimension_numbers is not None and (
+    jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != channels_last
+  ):
+    return None
+  length, kernel = lhs.shape[1], rhs.shape[0]
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads((length,), (kernel,), window_strides, padding)
+  ((low, high),) = padding
+  out_length = (length + low + high - kernel) // window_strides[0] + 1
+  if min(low, high) < 0 or out_length < 1 or min(length, out_length) > kernel:
+    return None
+  return low, high
+
+
+def _patches_conv(lhs, rhs, stride: int, pads: tuple[int, int], precision: Any) -> jax.Array:
+  """``lhs`` [B, T, C_in] * ``rhs`` [K, C_in, C_out] as [B, T', K, C_in] windows . [K, C_in, C_out]
+  (its gradients are dots and strided slices, which XLA:CPU runs fast at any length)."""
+  kernel = rhs.shape[0]
+  padded = jnp.pad(lhs, ((0, 0), pads, (0, 0)))
+  out_length = (padded.shape[1] - kernel) // stride + 1
+  span = (out_length - 1) * stride + 1
+  windows = jnp.stack([padded[:, tap : tap + span : stride] for tap in range(kernel)], axis=2)
+  return jnp.einsum("btkc,kco->bto", windows, rhs, precision=precision)
 
 
 # Whether models trace XLA:CPU's workarounds (chosen per platform when lowered); see

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lead_kt.models.layers import conv_general_dilated
+
 # As in Stable Diffusion's VAE: keeps exp(log_var) finite early in training.
 LOG_VAR_RANGE = (-30.0, 20.0)
 
@@ -66,6 +68,7 @@ class _Blocks(nn.Module):
       padding="SAME",
       dtype=self.dtype,
       param_dtype=jnp.float32,
+      conv_general_dilated=conv_general_dilated,
     )
 
 
