@@ -184,3 +184,52 @@ def test_bad_configurations_raise():
     _init_shapes(models.get("reslstm_tse", NUM_CLASSES, hidden_size=15), 2, 250, 12)
   with pytest.raises(ValueError, match="must be odd"):
     _init_shapes(models.get("cnn_transformer", NUM_CLASSES, branch_kernels=(3, 8)), 2, 250, 12)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_fused_lstm_equals_flax_rnn_layers(bidirectional):
+  """reslstm_tse's LSTM (one scan for both directions, hand-written gradient) keeps flax's
+  ``nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell))`` variables, initial values, outputs and
+  gradients."""
+  import flax.linen as nn
+
+  from lead_kt.models import reslstm
+
+  directions, width = (2 if bidirectional else 1), 16
+
+  class FlaxLayers(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for _ in range(2):
+        rnn = lambda: nn.RNN(nn.OptimizedLSTMCell(width // directions))
+        x = x + (nn.Bidirectional(rnn(), rnn()) if bidirectional else rnn())(x)
+      return x
+
+  class FusedLayers(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for layer in range(2):
+        names = range(directions * layer, directions * (layer + 1))
+        cells = [
+          reslstm.LSTMCellParams(width // directions, name=f"OptimizedLSTMCell_{cell}")(width)
+          for cell in names
+        ]
+        x = x + reslstm.fused_lstm(x, cells, jnp.float32)
+      return x
+
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 11, width)), jnp.float32)
+  variables = FlaxLayers().init(jax.random.PRNGKey(0), x)
+  fused_variables = FusedLayers().init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(fused_variables) == jax.tree.structure(variables)
+  for got, want in zip(jax.tree.leaves(fused_variables), jax.tree.leaves(variables), strict=True):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(
+    FusedLayers().apply(variables, x), FlaxLayers().apply(variables, x), atol=1e-5
+  )
+  gradients = lambda module: jax.grad(
+    lambda v, x: jnp.sum(jnp.sin(module.apply(v, x))), argnums=(0, 1)
+  )(variables, x)
+  for got, want in zip(
+    jax.tree.leaves(gradients(FusedLayers())), jax.tree.leaves(gradients(FlaxLayers())), strict=True
+  ):
+    np.testing.assert_allclose(got, want, atol=2e-5)
