@@ -107,7 +107,7 @@ class ConvBN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """``x`` [B, T, C_in] -> [B, T', features]."""
     pad = (self.kernel_size - 1) // 2
-    x = nn.Conv(
+    y = nn.Conv(
       self.features,
       (self.kernel_size,),
       strides=(self.strides,),
@@ -119,8 +119,10 @@ class ConvBN(nn.Module):
       conv_general_dilated=conv_general_dilated,
     )(x)
     scale_init = nn.initializers.zeros if self.zero_scale else nn.initializers.ones
-    x = BatchNorm(dtype=self.dtype, scale_init=scale_init)(x, train)
-    return nn.relu(x) if self.relu else x
+    y = BatchNorm(dtype=self.dtype, scale_init=scale_init)(y, train)
+    # Computed once on XLA:CPU, which otherwise re-evaluates BN and ReLU inside every consumer
+    # (the next convolution and the transposes of the weight gradients): fcn_wang's step -7 %.
+    return materialize(nn.relu(y) if self.relu else y, x)
 
 
 def materialize(x: jax.Array, anchor: Any) -> jax.Array:

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lead_kt.models.layers import BenchmarkHead, ConvBN, concat_pool
+from lead_kt.models.layers import BenchmarkHead, ConvBN, concat_pool, materialize
 from lead_kt.models.registry import BackboneOutput, register
 
 
@@ -30,7 +30,7 @@ class BasicBlock(nn.Module):
     identity = x
     if self.strides != 1 or x.shape[-1] != self.width:
       identity = ConvBN(self.width, 1, self.strides, relu=False, dtype=self.dtype)(x, train)
-    return nn.relu(y + identity)
+    return materialize(nn.relu(y + identity), x)
 
 
 @register("resnet1d_wang")
