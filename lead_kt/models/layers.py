@@ -101,6 +101,10 @@ class ConvBN(nn.Module):
   strides: int = 1
   relu: bool = True
   zero_scale: bool = False  # fastai's BatchZero: the block's last BN starts as a zero gate
+  # On XLA:CPU, computes the output once instead of inside every consumer (``materialize``). It
+  # pays where BN and ReLU were re-evaluated in the weight gradients' transposes (fcn_wang's step
+  # -5 %), but costs a pass where they were not (xresnet1d50 +10 %): chosen per network, measured.
+  materialize_output: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -120,9 +124,8 @@ class ConvBN(nn.Module):
     )(x)
     scale_init = nn.initializers.zeros if self.zero_scale else nn.initializers.ones
     y = BatchNorm(dtype=self.dtype, scale_init=scale_init)(y, train)
-    # Computed once on XLA:CPU, which otherwise re-evaluates BN and ReLU inside every consumer
-    # (the next convolution and the transposes of the weight gradients): fcn_wang's step -7 %.
-    return materialize(nn.relu(y) if self.relu else y, x)
+    y = nn.relu(y) if self.relu else y
+    return materialize(y, x) if self.materialize_output else y
 
 
 def materialize(x: jax.Array, anchor: Any) -> jax.Array:

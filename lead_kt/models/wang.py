@@ -78,7 +78,7 @@ class FCNWang(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> BackboneOutput:
     feature_maps = []
     for width, kernel_size in zip(self.filters, self.kernel_sizes, strict=True):
-      x = ConvBN(width, kernel_size, dtype=self.dtype)(x, train)
+      x = ConvBN(width, kernel_size, materialize_output=True, dtype=self.dtype)(x, train)
       feature_maps.append(x)
     features = concat_pool(x)
     logits = BenchmarkHead(self.num_classes, dtype=self.dtype)(features, train)
