@@ -27,7 +27,7 @@ _MVKT_BACKBONES = ("xresnet1d101", "inception1d", "resnet1d_wang")
 _DTYPES = ("float32", "bfloat16")
 # A foundation model (ECGFounder's 12-lead Net1D, 10 s at 500 Hz) teaching a small student.
 _NET1D_CASES = tuple(f"mvkt:fcn_wang:8:5000:1:{dtype}:net1d" for dtype in _DTYPES)
-VARIANTS = ("", "quick", "accelerator")
+VARIANTS = ("", "quick", "accelerator", "twins")
 
 
 def _twinned_cases(dtype: str) -> tuple[str, ...]:
@@ -44,7 +44,9 @@ def get_config(variant: str = ""):
   """``configs/bench.py`` is the full list; ``configs/bench.py:quick`` runs every method once with
   small networks (minutes on a CPU), for a first look or a smoke test of a new machine;
   ``configs/bench.py:accelerator`` is the GPU comparison (``launch/bench_gpu.sh``): every twinned
-  step in float32 and in bfloat16 against PyTorch eager and torch.compile on the same device."""
+  step in float32 and in bfloat16 against PyTorch eager and torch.compile on the same device;
+  ``configs/bench.py:twins`` is the CPU table of docs/benchmarks.md: every twinned float32 step,
+  no scaling series (about 40 minutes on 2 cores)."""
   if variant not in VARIANTS:
     raise ValueError(f"unknown bench variant {variant!r}; known: {', '.join(VARIANTS[1:])}")
   c = ml_collections.ConfigDict()
@@ -115,5 +117,10 @@ def get_config(variant: str = ""):
     c.timed_steps = 50
     c.output = "/tmp/lead_kt_bench_gpu.jsonl"
     # One process on one host: the process series is a multi-host job's (docs/benchmarks.md).
+    c.scaling.process_counts = ()
+  if variant == "twins":
+    c.cases = _twinned_cases("float32")
+    c.output = "/tmp/lead_kt_bench_twins.jsonl"
+    c.scaling.device_counts = ()
     c.scaling.process_counts = ()
   return c

@@ -277,5 +277,17 @@ def test_accelerator_variant_times_every_twinned_step_in_both_dtypes():
     2 * len(bench_config._BACKBONES) + len(bench_config._MVKT_BACKBONES) + 1
   )
   assert cfg.torch.enabled and cfg.torch.compile
-  with pytest.raises(ValueError, match="known: quick, accelerator"):
+  with pytest.raises(ValueError, match="known: quick, accelerator, twins"):
     bench_config.get_config("gpu")
+
+
+def test_twins_variant_is_every_twinned_float32_step_without_scaling():
+  cfg = bench_config.get_config("twins")
+  accelerator_cases = map(core.Case.parse, bench_config.get_config("accelerator").cases)
+  twinned_float32 = {
+    case.spec for case in accelerator_cases if case.dtype == "float32" and not case.teacher
+  }
+  assert set(cfg.cases) == twinned_float32 and len(cfg.cases) == len(twinned_float32)
+  assert len(cfg.cases) == 2 * len(bench_config._BACKBONES) + len(bench_config._MVKT_BACKBONES)
+  assert cfg.torch.enabled and cfg.torch.compile
+  assert not cfg.scaling.device_counts and not cfg.scaling.process_counts
