@@ -46,7 +46,7 @@ def get_config(variant: str = ""):
   ``configs/bench.py:accelerator`` is the GPU comparison (``launch/bench_gpu.sh``): every twinned
   step in float32 and in bfloat16 against PyTorch eager and torch.compile on the same device;
   ``configs/bench.py:twins`` is the CPU table of docs/benchmarks.md: every twinned float32 step,
-  no scaling series (about 40 minutes on 2 cores)."""
+  no scaling series (about 20 minutes on 2 cores with cold caches)."""
   if variant not in VARIANTS:
     raise ValueError(f"unknown bench variant {variant!r}; known: {', '.join(VARIANTS[1:])}")
   c = ml_collections.ConfigDict()

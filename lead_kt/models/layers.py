@@ -103,7 +103,7 @@ class ConvBN(nn.Module):
   zero_scale: bool = False  # fastai's BatchZero: the block's last BN starts as a zero gate
   # On XLA:CPU, computes the output once instead of inside every consumer (``materialize``). It
   # pays where BN and ReLU were re-evaluated in the weight gradients' transposes (fcn_wang's step
-  # -5 %), but costs a pass where they were not (xresnet1d50 +10 %): chosen per network, measured.
+  # -5 to -10 %), but costs a pass where they were not (xresnet1d50 +10 %): chosen per network.
   materialize_output: bool = False
   dtype: Any = jnp.float32
 
