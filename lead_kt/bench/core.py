@@ -137,12 +137,17 @@ def run_config(case: Case, bench_cfg: ml_collections.ConfigDict) -> ml_collectio
   return config
 
 
+def param_count(params) -> int:
+  """Number of scalars in a pytree of parameters (arrays or shapes)."""
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
 def backbone_param_count(backbone: str, leads: int, num_classes: int, length: int) -> int:
   """Trainable parameters of the registered ``backbone`` for ``leads`` inputs (shapes only)."""
   module = models.get(backbone, num_classes)
   x = jax.ShapeDtypeStruct((2, length, leads), jnp.float32)
   variables = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x)
-  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+  return param_count(variables["params"])
 
 
 def synthetic_batch(case: Case, num_classes: int, num_train: int, seed: int = 0) -> dict:
@@ -207,7 +212,7 @@ def build_step(case: Case, bench_cfg: ml_collections.ConfigDict, mesh) -> BuiltS
   lowered = jitted.lower(state, batch)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+  num_params = param_count(state.params)
   return BuiltStep(compiled, state, batch, compile_s, num_params, cost_flops(lowered))
 
 

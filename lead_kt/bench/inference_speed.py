@@ -107,7 +107,7 @@ def torch_sides(predictor: predict.Predictor, windows: np.ndarray, torch_compile
   leads, classes = len(spec.student_leads), len(spec.class_names)
   twin = torch_ref.build(backbone, leads, classes).eval()
   variables = pretrained.network_variables(config.method, predictor.params, predictor.state)
-  flax_count = sum(int(np.size(p)) for p in jax.tree.leaves(variables["params"]))
+  flax_count = core.param_count(variables["params"])
   twin_count = torch_ref.trainable_count(twin)
   if twin_count != flax_count:
     raise AssertionError(

@@ -80,11 +80,12 @@ def fused_lstm(x: jax.Array, cells: Sequence[tuple], dtype: Any) -> jax.Array:
   (``_recurrence``), so each step of either loop is one product with the hidden kernels and one
   elementwise pass. The state and the gates are float32 in every dtype.
   """
-  in_kernels, hidden_kernels, biases = (jnp.stack(part) for part in zip(*cells, strict=True))
+  in_kernels, hidden_kernels, biases = zip(*cells, strict=True)
+  hidden_kernels, biases = jnp.stack(hidden_kernels), jnp.stack(biases)
   directions, batch, steps = len(cells), x.shape[0], x.shape[1]
   # One plain [B * N, H] x [H, D * 4F] product, then time-major: XLA:CPU ran the same product
   # with a time-major result 3x slower.
-  in_kernel = jnp.concatenate(list(in_kernels), axis=-1).astype(dtype)
+  in_kernel = jnp.concatenate(in_kernels, axis=-1).astype(dtype)
   projected = (x.astype(dtype) @ in_kernel).reshape(batch, steps, directions, -1)
   projected = jnp.transpose(projected, (1, 2, 0, 3)) + biases[:, None, :].astype(dtype)
   if directions == 2:
