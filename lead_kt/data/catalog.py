@@ -232,7 +232,7 @@ def ensure_built(data_cfg):
 def _tfds_builder(name: str, data_dir: str):
   import tensorflow_datasets as tfds
 
-  import data_builders  # noqa: F401  (registers ptbxl and icbeb2018)
+  import data_builders  # noqa: F401  (registers ptbxl, icbeb2018 and physionet2021)
 
   try:
     return tfds.builder(name, data_dir=data_dir)
