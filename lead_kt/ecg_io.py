@@ -4,22 +4,26 @@
 2020/2021 `.hea` + `.mat` form), the original CPSC2018 `.mat` files (a MATLAB struct `ECG` with
 `sex`, `age` and `data` [12, N] in mV at 500 Hz), CSV files (a header row of lead names, one column
 per lead, optionally with a unit as in `V1 (uV)`; the sampling rate is passed in) and EDF/EDF+/BDF
-files (pyedflib; channels whose label is an ECG lead are read, others are listed as ignored). Every
-record comes back as a `Record` whose signal is float32 [T, L] in millivolts with canonical lead
-names. Invalid input raises `EcgReadError`, whose message names the file and what is wrong.
+files (pyedflib). In every format the channels whose label names an ECG lead are read (any spelling,
+see `normalize_lead_name`; a `LeadNaming` names the others: a wearable's single `ECG` channel, a
+headerless one-column CSV file) and the other channels (Resp, SpO2, ...) are listed in
+`meta["ignored_channels"]`. Every record comes back as a `Record` whose signal is float32 [T, L] in
+millivolts with canonical lead names. Invalid input raises `EcgReadError`, whose message names the
+file and what is wrong (for CSV files, the row and column).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import csv
 import dataclasses
 import math
 import multiprocessing
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -42,6 +46,12 @@ STANDARD_LEADS: tuple[str, ...] = (
   "V6",
 )
 _CANONICAL_BY_KEY = {name.lower(): name for name in STANDARD_LEADS}
+# "Lead", "ECG" or "EKG" before a lead's name ("Lead I", "ECG II", "EKG_V1"): the EDF habit.
+_LEAD_PREFIX = re.compile(r"((lead|ecg|ekg)[\s_:-]*)*")
+# Limb leads numbered after "Lead" ("Lead 1"; a bare "1" or "ECG 1" numbers a channel, not a lead).
+_NUMBERED_LIMB_LEADS = {"1": "i", "2": "ii", "3": "iii"}
+# Modified limb leads of Holter and monitoring records (MIT-BIH's MLII is the modified lead II).
+_MODIFIED_LIMB_LEAD = re.compile(r"ml(?=i{1,3}$)")
 # Sampling rate and lead order of the original CPSC2018 challenge files (not stored in the files).
 CPSC_MAT_FS = 500.0
 # Factor that turns a value in the given physical unit (lower case) into millivolts.
@@ -85,7 +95,8 @@ class Record:
     fs: sampling rate in Hz.
     path: the record's file (the `.hea` header of a WFDB record, the `.mat` of a CPSC2018 file).
     meta: `age` (float, NaN if unknown), `sex` (int: 0 male, 1 female, -1 unknown), `comments`
-      (tuple of header comment lines) and `header_fields` (dict of `Key: value` comments).
+      (tuple of header comment lines), `header_fields` (dict of `Key: value` comments) and
+      `ignored_channels` (the labels of the file's channels that were not read as leads).
   """
 
   signal: np.ndarray
@@ -100,9 +111,15 @@ class Record:
 
 
 def normalize_lead_name(name: str) -> str:
-  """Maps a lead name to its canonical spelling ("AVR" -> "aVR", "Lead I" -> "I", "v1" -> "V1",
-  "ECG II" -> "II": the EDF habit)."""
-  key = re.sub(r"^((lead|ecg|ekg)[\s_:-]*)+", "", str(name).strip().lower())
+  """Maps a lead name to its canonical spelling ("AVR" -> "aVR", "v1" -> "V1", "Lead I" or
+  "Lead 1" -> "I", "ECG II" -> "II": the EDF habit, "MLII" -> "II": the modified lead II of Holter
+  records)."""
+  text = str(name).strip().lower()
+  prefix = _LEAD_PREFIX.match(text).group(0)
+  key = text[len(prefix) :]
+  if "lead" in prefix:
+    key = _NUMBERED_LIMB_LEADS.get(key, key)
+  key = _MODIFIED_LIMB_LEAD.sub("", key)
   if key not in _CANONICAL_BY_KEY:
     raise EcgReadError(
       f"unknown ECG lead name {name!r}; expected one of {', '.join(STANDARD_LEADS)}"
@@ -110,21 +127,88 @@ def normalize_lead_name(name: str) -> str:
   return _CANONICAL_BY_KEY[key]
 
 
-def select_leads(record: Record, names) -> np.ndarray:
-  """Returns the columns of `record.signal` for `names` (any spelling): float32 [T, len(names)]."""
-  column_by_lead = {lead: i for i, lead in enumerate(record.lead_names)}
-  columns = []
-  for name in names:
-    lead = normalize_lead_name(name)
-    if lead not in column_by_lead:
-      ignored = record.meta.get("ignored_channels")
-      raise EcgReadError(
-        f"{record.path}: lead {lead} is not in the record (it has {', '.join(record.lead_names)}"
-        + (f"; channels not read as ECG leads: {', '.join(ignored)}" if ignored else "")
-        + ")"
+@dataclasses.dataclass(frozen=True)
+class LeadNaming:
+  """How a file's channels become leads.
+
+  A channel whose label names a lead (`normalize_lead_name`) is that lead, unless:
+    lead_map: channel label (any case) -> lead; names the channels whose label is no lead's name
+      (`ECG`, `chan 2`) or the wrong one.
+    single_lead: the lead of a record's one channel, whatever its label (a wearable's `ECG` or
+      `value` column, a headerless one-column CSV file); a record with more channels is refused.
+  Other channels (Resp, SpO2, an accelerometer) are not read: `channels` lists them apart.
+  """
+
+  lead_map: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  single_lead: str | None = None
+
+  def __post_init__(self):
+    # Unknown target leads raise EcgReadError here, before any file is read.
+    lead_map = {
+      str(label).strip().lower(): normalize_lead_name(lead) for label, lead in self.lead_map.items()
+    }
+    object.__setattr__(self, "lead_map", lead_map)
+    if self.single_lead is not None:
+      object.__setattr__(self, "single_lead", normalize_lead_name(self.single_lead))
+
+  def channels(
+    self, labels: Sequence[str], path: str
+  ) -> tuple[list[int], tuple[str, ...], tuple[str, ...]]:
+    """(the positions of `labels` read as leads, their lead names, the labels not read); raises
+    EcgReadError naming `path` when no channel is a lead."""
+    if self.single_lead is not None:
+      if len(labels) != 1:
+        raise EcgReadError(
+          f"{path}: the lead of a single-channel record was given ({self.single_lead}), but this "
+          f"record has {len(labels)} channels ({', '.join(map(repr, labels))}); name them with "
+          f"a lead map instead (--lead-map LABEL=LEAD,...)"
+        )
+      return [0], (self.single_lead,), ()
+    positions, leads, ignored = [], [], []
+    for position, label in enumerate(labels):
+      key = str(label).strip().lower()
+      try:
+        lead = self.lead_map[key] if key in self.lead_map else normalize_lead_name(label)
+      except EcgReadError:
+        ignored.append(label)
+        continue
+      positions.append(position)
+      leads.append(lead)
+    if not positions:
+      remedy = (
+        "if it is one lead, say which (--lead I)"
+        if len(labels) == 1
+        else "name the leads (--lead-map LABEL=LEAD,...)"
       )
-    columns.append(column_by_lead[lead])
-  return record.signal[:, columns]
+      raise EcgReadError(
+        f"{path}: no channel is labelled as an ECG lead (labels: {', '.join(map(repr, labels))}); "
+        f"{remedy}"
+      )
+    return positions, tuple(leads), tuple(ignored)
+
+
+def select_leads(record: Record, names, needed_by: str = "") -> np.ndarray:
+  """Returns the columns of `record.signal` for `names` (any spelling): float32 [T, len(names)].
+  A record that lacks some raises EcgReadError naming all of them (and what `needed_by`, e.g.
+  "the model", reads)."""
+  leads = [normalize_lead_name(name) for name in names]
+  missing = [lead for lead in leads if lead not in record.lead_names]
+  if missing:
+    reads = "all 12 leads" if sorted(leads) == sorted(STANDARD_LEADS) else _leads_phrase(leads)
+    ignored = record.meta.get("ignored_channels")
+    raise EcgReadError(
+      f"{record.path}: "
+      + (f"{needed_by} reads {reads}; " if needed_by else "")
+      + f"the record lacks {_leads_phrase(missing)} (it has {', '.join(record.lead_names)}"
+      + (f"; channels not read as ECG leads: {', '.join(ignored)}" if ignored else "")
+      + ")"
+    )
+  return record.signal[:, [record.lead_names.index(lead) for lead in leads]]
+
+
+def _leads_phrase(leads: Sequence[str]) -> str:
+  """ "lead I" or "leads I, II"."""
+  return f"lead{'s' if len(leads) > 1 else ''} {', '.join(leads)}"
 
 
 def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -143,24 +227,28 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
   return resampled.astype(np.float32)
 
 
-def read_record(path: str | os.PathLike, *, csv_fs: float | None = None) -> Record:
+def read_record(
+  path: str | os.PathLike, *, csv_fs: float | None = None, naming: LeadNaming | None = None
+) -> Record:
   """Reads one ECG record, given with or without its extension (`.hea`, `.dat`, `.mat`).
 
   `.csv` files are read as CSV (`csv_fs`, the sampling rate in Hz, is required for them), `.edf` and
   `.bdf` files as EDF/EDF+/BDF. Otherwise a `.hea` header next to the path means WFDB (any signal
   format `wfdb` reads), and a `.mat` file without one is read as an original CPSC2018 file.
+  `naming` says which channels are which leads (default: their labels; see LeadNaming).
   """
   path = os.fspath(path)
+  naming = naming or LeadNaming()
   extension = os.path.splitext(path)[1].lower()
   if extension == ".csv":
-    return _read_csv(path, csv_fs)
+    return _read_csv(path, csv_fs, naming)
   if extension in _EDF_EXTENSIONS:
-    return _read_edf(path)
+    return _read_edf(path, naming)
   base = _strip_extension(path)
   if os.path.isfile(base + ".hea"):
-    return _read_wfdb(base)
+    return _read_wfdb(base, naming)
   if os.path.isfile(base + ".mat"):
-    return _read_cpsc_mat(base + ".mat")
+    return _read_cpsc_mat(base + ".mat", naming)
   if os.path.isfile(path):
     raise EcgReadError(
       f"{path}: unsupported file type {extension or '(no extension)'!r}; supported: WFDB "
@@ -246,11 +334,11 @@ def _strip_extension(path: str) -> str:
   return root if extension.lower() in (".hea", ".dat", ".mat") else path
 
 
-def _read_wfdb(base: str) -> Record:
+def _read_wfdb(base: str, naming: LeadNaming) -> Record:
   header_path = base + ".hea"
   header = _parse_simple_header(header_path)
   if header is not None:
-    return _read_simple_wfdb(base, header)
+    return _read_simple_wfdb(base, header, naming)
   import wfdb  # Imported here: it pulls in pandas and matplotlib, which most callers never need.
 
   try:
@@ -264,11 +352,25 @@ def _read_wfdb(base: str) -> Record:
   _check_wfdb_files(base, wfdb_record)
   if wfdb_record.p_signal is None or wfdb_record.sig_len == 0:
     raise EcgReadError(f"{header_path}: the record has no samples")
-  lead_names = tuple(_lead_name_in_file(name, header_path) for name in (wfdb_record.sig_name or []))
-  scale = np.array([_millivolt_factor(unit, header_path) for unit in wfdb_record.units])
-  signal = (wfdb_record.p_signal * scale).astype(np.float32)
-  comments = tuple(wfdb_record.comments or ())
-  return make_record(signal, lead_names, float(wfdb_record.fs), header_path, _meta_from(comments))
+  return _wfdb_leads(
+    wfdb_record.p_signal,
+    wfdb_record.sig_name or [],
+    wfdb_record.units,
+    float(wfdb_record.fs),
+    header_path,
+    tuple(wfdb_record.comments or ()),
+    naming,
+  )
+
+
+def _wfdb_leads(physical, names, units, fs, header_path, comments, naming: LeadNaming) -> Record:
+  """The Record of a WFDB record's physical signal [T, n_sig]: its channels that are leads, in
+  millivolts (the others are listed as ignored; their units and samples are not checked)."""
+  columns, leads, ignored = naming.channels(names, header_path)
+  scale = np.array([_millivolt_factor(units[column], header_path) for column in columns])
+  signal = (physical[:, columns] * scale).astype(np.float32)
+  meta = {**_meta_from(comments), "ignored_channels": ignored}
+  return make_record(signal, leads, fs, header_path, meta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,7 +454,7 @@ def _parse_simple_header(header_path: str) -> _SimpleHeader | None:
   )
 
 
-def _read_simple_wfdb(base: str, header: _SimpleHeader) -> Record:
+def _read_simple_wfdb(base: str, header: _SimpleHeader, naming: LeadNaming) -> Record:
   """Reads a format-16 record as wfdb does: (digital - baseline) / gain, -32768 -> NaN."""
   header_path = base + ".hea"
   _check_wfdb_files(base, header)
@@ -361,10 +463,9 @@ def _read_simple_wfdb(base: str, header: _SimpleHeader) -> Record:
   digital = digital[: header.sig_len * header.n_sig].reshape(header.sig_len, header.n_sig)
   physical = (digital - header.baseline) / header.gain
   physical[digital == _WFDB_FORMAT_16_MISSING] = np.nan
-  lead_names = tuple(_lead_name_in_file(name, header_path) for name in header.sig_name)
-  scale = np.array([_millivolt_factor(unit, header_path) for unit in header.units])
-  signal = (physical * scale).astype(np.float32)
-  return make_record(signal, lead_names, header.fs, header_path, _meta_from(header.comments))
+  return _wfdb_leads(
+    physical, header.sig_name, header.units, header.fs, header_path, header.comments, naming
+  )
 
 
 def _is_int(text: str) -> bool:
@@ -410,7 +511,7 @@ def _check_wfdb_files(base: str, header) -> None:
       )
 
 
-def _read_cpsc_mat(mat_path: str) -> Record:
+def _read_cpsc_mat(mat_path: str, naming: LeadNaming) -> Record:
   try:
     contents = scipy.io.loadmat(mat_path)
   except Exception as error:
@@ -430,13 +531,15 @@ def _read_cpsc_mat(mat_path: str) -> Record:
     raise EcgReadError(f"{mat_path}: struct 'ECG' lacks sex/age/data ({error})") from error
   if data.ndim != 2 or data.shape[0] != len(STANDARD_LEADS):
     raise EcgReadError(f"{mat_path}: ECG.data has shape {data.shape}, expected [12, N]")
+  columns, leads, ignored = naming.channels(STANDARD_LEADS, mat_path)
   meta = {
     "age": _parse_age(age),
     "sex": _parse_sex(sex),
     "comments": (),
     "header_fields": {"Age": age, "Sex": sex},
+    "ignored_channels": ignored,
   }
-  return make_record(data.T.astype(np.float32), STANDARD_LEADS, CPSC_MAT_FS, mat_path, meta)
+  return make_record(data.T[:, columns].astype(np.float32), leads, CPSC_MAT_FS, mat_path, meta)
 
 
 def _field_text(value) -> str:
@@ -464,13 +567,6 @@ def make_record(signal, lead_names, fs, path, meta) -> Record:
   if not fs > 0:
     raise EcgReadError(f"{path}: invalid sampling rate {fs}")
   return Record(signal=signal, lead_names=tuple(lead_names), fs=fs, path=path, meta=meta)
-
-
-def _lead_name_in_file(name: str, path: str) -> str:
-  try:
-    return normalize_lead_name(name)
-  except EcgReadError as error:
-    raise EcgReadError(f"{path}: {error}") from None
 
 
 def _millivolt_factor(unit: str | None, path: str) -> float:
@@ -510,11 +606,13 @@ def _parse_sex(text: str) -> int:
 _CSV_UNIT = re.compile(r"^(?P<name>.*?)\s*[\[(](?P<unit>[^\])]*)[\])]$")
 
 
-def _read_csv(path: str, fs: float | None) -> Record:
-  """A CSV file: a header row of lead names (units optional: `I (uV)`, `V1 [mV]`; default mV),
-  then one row per sample; `,`, `;` or tab separated. Time or sample-number columns are skipped."""
+def _read_csv(path: str, fs: float | None, naming: LeadNaming) -> Record:
+  """A CSV file: a header row of channel labels (units optional: `I (uV)`, `V1 [mV]`; default mV),
+  then one row per sample; `,`, `;` or tab separated. Time or sample-number columns are skipped.
+  A file of one column needs no header when its lead is named (naming.single_lead). Every row
+  must have the header's number of fields, and every cell read must hold a finite number."""
   if fs is None:
-    raise EcgReadError(f"{path}: a CSV file has no sampling rate; pass it (csv_fs / --csv_fs)")
+    raise EcgReadError(f"{path}: a CSV file has no sampling rate; pass it (csv_fs / --csv-fs)")
   if not os.path.isfile(path):
     raise EcgReadError(f"{path}: no such file")
   try:
@@ -524,57 +622,99 @@ def _read_csv(path: str, fs: float | None) -> Record:
     raise EcgReadError(f"{path}: cannot read the CSV file ({error})") from error
   delimiter = max(_CSV_DELIMITERS, key=header_line.count)
   delimiter = delimiter if delimiter in header_line else ","
-  fields = [field.strip().strip("\"'") for field in header_line.split(delimiter)]
-  if not header_line or all(_is_number(field) for field in fields):
+  fields = [f.strip().strip("'") for f in next(csv.reader([header_line], delimiter=delimiter))]
+  headerless = not header_line or all(_is_number(field) for field in fields)
+  if headerless and not (naming.single_lead and len(fields) == 1):
     raise EcgReadError(
       f"{path}: the CSV file has no header row of lead names (first line: {header_line[:60]!r}); "
-      f"its first row must name each column's lead, e.g. I,II,V1"
+      f"its first row must name each column's lead, e.g. I,II,V1 (a file of one column may "
+      f"instead be given its lead: --lead I)"
     )
-  columns, lead_names, scales = [], [], []
-  for column, field in enumerate(fields):
-    match = _CSV_UNIT.match(field)
-    name, unit = (match["name"], match["unit"]) if match else (field, None)
-    if name.strip().lower() in _CSV_TIME_COLUMNS:
-      continue
-    lead_names.append(_lead_name_in_file(name, path))
-    scales.append(_millivolt_factor(unit, path))
-    columns.append(column)
-  if not columns:
-    raise EcgReadError(f"{path}: the CSV header names no ECG lead ({header_line[:60]!r})")
+  if headerless:
+    columns, labels, units = [0], ["1"], [None]
+  else:
+    columns, labels, units = [], [], []
+    for column, field in enumerate(fields):
+      match = _CSV_UNIT.match(field)
+      name, unit = (match["name"], match["unit"]) if match else (field, None)
+      if name.strip().lower() not in _CSV_TIME_COLUMNS:
+        columns.append(column)
+        labels.append(name)
+        units.append(unit)
+    if not columns:
+      raise EcgReadError(f"{path}: the CSV header names no ECG lead ({header_line[:60]!r})")
+  positions, lead_names, ignored = naming.channels(labels, path)
+  columns = [columns[position] for position in positions]
+  scales = [_millivolt_factor(units[position], path) for position in positions]
+  first_row = 1 if headerless else 2  # Rows are numbered as the file's lines.
+  _check_csv_row_lengths(path, delimiter, len(fields), first_row)
   import pandas as pd  # Imported here: most callers never read CSV.
 
   try:
-    # Blank lines inside the data are missing samples (NaN, refused below), not nothing.
+    # Every cell as text ("NA" and "" too), so that each bad one is named below.
     table = pd.read_csv(
       path,
       sep=delimiter,
       header=None,
-      skiprows=1,
+      skiprows=first_row - 1,
       usecols=columns,
       dtype=str,
-      encoding="utf-8",
+      encoding="utf-8-sig",
       skip_blank_lines=False,
+      na_filter=False,
     )
   except pd.errors.EmptyDataError:
     raise EcgReadError(f"{path}: the record has no samples (a header row only)") from None
   except Exception as error:
     raise EcgReadError(f"{path}: cannot parse the CSV rows ({error})") from error
-  filled = np.flatnonzero(table.notna().any(axis=1).to_numpy())
+  filled = np.flatnonzero((table != "").any(axis=1).to_numpy())
   table = table.iloc[: filled[-1] + 1 if len(filled) else 0]  # Blank lines at the end are no rows.
   values = np.empty((len(table), len(columns)), np.float64)
   for position, column in enumerate(columns):
     text = table[column].str.strip()
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
-    not_numbers = np.nonzero(np.isnan(numbers) & text.notna().to_numpy() & (text != "").to_numpy())
-    if len(not_numbers[0]):
-      row = int(not_numbers[0][0])
+    bad = np.flatnonzero(~np.isfinite(numbers))
+    if len(bad):
+      cell = text.iloc[bad[0]]
+      name = column + 1 if headerless else repr(fields[column])
       raise EcgReadError(
-        f"{path}: row {row + 2}, column {fields[column]!r}: {text.iloc[row]!r} is not a number"
+        f"{path}: row {bad[0] + first_row}, column {name}: "
+        + (f"{cell!r} is not a finite number" if cell else "empty cell (a missing sample)")
       )
     values[:, position] = numbers
   signal = (values * np.array(scales)).astype(np.float32)
-  meta = {"age": math.nan, "sex": -1, "comments": (), "header_fields": {}}
-  return make_record(signal, tuple(lead_names), float(fs), path, meta)
+  meta = {
+    "age": math.nan,
+    "sex": -1,
+    "comments": (),
+    "header_fields": {},
+    "ignored_channels": ignored,
+  }
+  return make_record(signal, lead_names, float(fs), path, meta)
+
+
+def _check_csv_row_lengths(path: str, delimiter: str, num_fields: int, first_row: int) -> None:
+  """Refuses the first row (from line `first_row`) whose number of fields is not `num_fields`:
+  a decimal comma (`0,123`) in a comma-separated file splits a cell in two and shifts the row's
+  later cells into the wrong leads. Blank lines are left to the cell checks."""
+  separator = delimiter.encode()
+  with open(path, "rb") as csv_file:
+    for row, line in enumerate(csv_file, start=1):
+      if row < first_row or not line.strip():
+        continue
+      # Quoted cells may hold the delimiter: only those lines need a real CSV parser.
+      count = (
+        len(next(csv.reader([line.decode("utf-8", "replace")], delimiter=delimiter)))
+        if b'"' in line
+        else line.count(separator) + 1
+      )
+      if count != num_fields:
+        hint = " (a decimal comma?)" if delimiter == "," and count > num_fields else ""
+        raise EcgReadError(
+          f"{path}: row {row} has {count} field{'s' if count != 1 else ''}{hint}, but the "
+          + ("first row" if first_row == 1 else "header")
+          + f" has {num_fields}"
+        )
 
 
 def _is_number(text: str) -> bool:
@@ -585,9 +725,10 @@ def _is_number(text: str) -> bool:
   return True
 
 
-def _read_edf(path: str) -> Record:
-  """An EDF/EDF+/BDF file: the channels labelled with an ECG lead ("I", "ECG II", "Lead V1", ...),
-  which must share one sampling rate; other channels are listed in meta["ignored_channels"]."""
+def _read_edf(path: str, naming: LeadNaming) -> Record:
+  """An EDF/EDF+/BDF file: the channels that are ECG leads ("I", "ECG II", "Lead V1", ...; see
+  LeadNaming), which must share one sampling rate; other channels are listed in
+  meta["ignored_channels"]."""
   if not os.path.isfile(path):
     raise EcgReadError(f"{path}: no such file")
   import pyedflib  # Imported here: most callers never read EDF.
@@ -595,12 +736,8 @@ def _read_edf(path: str) -> Record:
   try:
     with pyedflib.EdfReader(path) as edf:
       labels = [label.strip() for label in edf.getSignalLabels()]
-      leads, ignored = {}, []
-      for channel, label in enumerate(labels):
-        try:
-          leads[channel] = normalize_lead_name(label)
-        except EcgReadError:
-          ignored.append(label)
+      channels, lead_names, ignored = naming.channels(labels, path)
+      leads = dict(zip(channels, lead_names, strict=True))
       rates = {channel: float(edf.getSampleFrequency(channel)) for channel in leads}
       if len(set(rates.values())) > 1:
         described = ", ".join(f"{labels[c]} {rate:g} Hz" for c, rate in rates.items())
@@ -615,8 +752,6 @@ def _read_edf(path: str) -> Record:
     raise
   except Exception as error:
     raise EcgReadError(f"{path}: cannot read the EDF file ({error})") from error
-  if not leads:
-    raise EcgReadError(f"{path}: no channel is labelled as an ECG lead (labels: {labels})")
   if len({len(column) for column in columns}) > 1:
     raise EcgReadError(f"{path}: the ECG channels have different numbers of samples")
   scale = np.array([_millivolt_factor(unit, path) for unit in units])
@@ -627,6 +762,6 @@ def _read_edf(path: str) -> Record:
     "sex": _parse_sex(sex),
     "comments": (),
     "header_fields": {key: str(value) for key, value in header.items()},
-    "ignored_channels": tuple(ignored),
+    "ignored_channels": ignored,
   }
-  return make_record(signal, tuple(leads.values()), next(iter(rates.values())), path, meta)
+  return make_record(signal, lead_names, next(iter(rates.values())), path, meta)

@@ -102,15 +102,23 @@ def test_reads_the_first_challenge2020_release_whose_dx_holds_abbreviations(wfdb
     ("Lead I", "I"),
     ("lead_ii", "II"),
     ("v6", "V6"),
+    # Wearable and Holter spellings (issue 29): numbered limb leads, MIT-BIH's modified leads.
+    ("Lead 1", "I"),
+    ("lead_2", "II"),
+    ("ECG Lead 3", "III"),
+    ("MLII", "II"),
+    ("MLIII", "III"),
   ],
 )
 def test_normalize_lead_name(name, canonical):
   assert ecg_io.normalize_lead_name(name) == canonical
 
 
-def test_normalize_lead_name_rejects_unknown_names():
-  with pytest.raises(ecg_io.EcgReadError, match="'Resp'"):
-    ecg_io.normalize_lead_name("Resp")
+@pytest.mark.parametrize("name", ["Resp", "ECG", "value", "1", "ECG 1", "ML", "MLV1"])
+def test_normalize_lead_name_rejects_unknown_names(name):
+  # A bare number, or one after "ECG", numbers a channel, not a lead.
+  with pytest.raises(ecg_io.EcgReadError, match=f"'{name}'"):
+    ecg_io.normalize_lead_name(name)
 
 
 def test_select_leads_reorders_by_canonical_name():
@@ -124,6 +132,17 @@ def test_select_leads_names_the_missing_lead():
   only_two = ecg_io.Record(record.signal[:, :2], ("I", "II"), 100.0, record.path, {})
   with pytest.raises(ecg_io.EcgReadError, match="lead V2 .*00001_lr|00001_lr.*lead V2"):
     ecg_io.select_leads(only_two, ["I", "V2"])
+
+
+def test_select_leads_names_every_missing_lead_and_what_needs_them():
+  record = ecg_io.read_record(FIXTURES / "00001_lr")
+  lead_i = ecg_io.Record(record.signal[:, :1], ("I",), 100.0, record.path, {})
+  with pytest.raises(
+    ecg_io.EcgReadError,
+    match=r"00001_lr\.hea: the model reads all 12 leads; the record lacks leads II, III, aVR, "
+    r"aVL, aVF, V1, V2, V3, V4, V5, V6 \(it has I\)",
+  ):
+    ecg_io.select_leads(lead_i, ecg_io.STANDARD_LEADS, needed_by="the model")
 
 
 def test_resample_changes_length_by_the_rate_ratio_and_keeps_a_sine():
@@ -190,12 +209,20 @@ def test_missing_signal_file_is_rejected(tmp_path, wfdb_reader):
     ecg_io.read_record(base)
 
 
-def test_unknown_lead_name_in_header_is_rejected(tmp_path, wfdb_reader):
+def test_a_non_ecg_channel_in_a_header_is_ignored_and_listed(tmp_path, wfdb_reader):
+  # As in EDF (issue 29): Resp, in a unit no lead has, is left out, not a reason to refuse.
   base = _copy_record(tmp_path, "00001_lr")
   header = (tmp_path / "00001_lr.hea").read_text()
-  (tmp_path / "00001_lr.hea").write_text(header.replace(" V6\n", " Resp\n"))
-  with pytest.raises(ecg_io.EcgReadError, match=r"00001_lr\.hea: unknown ECG lead name 'Resp'"):
-    ecg_io.read_record(base)
+  (tmp_path / "00001_lr.hea").write_text(
+    header.replace("/mV 16 0 -79 832 0 V6", "/Ohm 16 0 -79 832 0 Resp")
+  )
+  record = ecg_io.read_record(base)
+  assert record.lead_names == ecg_io.STANDARD_LEADS[:11]
+  assert record.meta["ignored_channels"] == ("Resp",)
+  reference = ecg_io.read_record(FIXTURES / "00001_lr")
+  np.testing.assert_array_equal(record.signal, reference.signal[:, :11])
+  with pytest.raises(ecg_io.EcgReadError, match=r"lacks lead V6 .*not read as ECG leads: Resp"):
+    ecg_io.select_leads(record, ["V6"])
 
 
 def test_microvolt_units_are_converted_to_millivolts(tmp_path, wfdb_reader):
@@ -258,8 +285,8 @@ def test_csv_single_column_and_trailing_blank_lines(tmp_path):
   "text, pattern",
   [
     ("0.1,0.2\n0.3,0.4\n", r"r\.csv: the CSV file has no header row of lead names"),
-    ("I,II\n0.1,0.2\n0.3,abc\n", r"r\.csv: row 3, column 'II': 'abc' is not a number"),
-    ("I\n0.1\n\n0.3\n", r"r\.csv: 1 NaN/Inf samples \(first at sample 1, lead I\)"),
+    ("I,II\n0.1,0.2\n0.3,abc\n", r"r\.csv: row 3, column 'II': 'abc' is not a finite number"),
+    ("I\n0.1\n\n0.3\n", r"r\.csv: row 3, column 'I': empty cell \(a missing sample\)"),
     ("I,I\n0.1,0.2\n", r"r\.csv: duplicate lead names"),
     ("I (furlong)\n0.1\n", r"r\.csv: unsupported physical unit 'furlong'"),
     ("time\n0.1\n", r"r\.csv: the CSV header names no ECG lead"),
@@ -270,6 +297,104 @@ def test_invalid_csv_is_rejected(tmp_path, text, pattern):
   (tmp_path / "r.csv").write_text(text)
   with pytest.raises(ecg_io.EcgReadError, match=pattern):
     ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+
+
+@pytest.fixture(scope="module")
+def ptbxl_record():
+  """PTB-XL record 1 at 100 Hz: 12 leads x 1000 samples in mV."""
+  return ecg_io.read_record(FIXTURES / "00001_lr")
+
+
+def _record_csv(path: pathlib.Path, record: ecg_io.Record) -> list[str]:
+  """Writes the record as a 12-column CSV file; returns its lines (header first)."""
+  lines = [",".join(record.lead_names)]
+  lines += [",".join(f"{v:.3f}" for v in row) for row in record.signal]
+  path.write_text("\n".join(lines) + "\n")
+  return lines
+
+
+@pytest.mark.parametrize("cell, fields", [("0,123", 13), ("0,1,2", 14)])
+def test_a_csv_row_with_a_field_too_many_is_refused_naming_it(tmp_path, ptbxl_record, cell, fields):
+  # A decimal comma splits one cell in two; read as it lies, the row's later leads would shift.
+  lines = _record_csv(tmp_path / "r.csv", ptbxl_record)
+  row = lines[102].split(",")
+  row[1] = cell
+  lines[102] = ",".join(row)
+  (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+  with pytest.raises(
+    ecg_io.EcgReadError,
+    match=rf"r\.csv: row 103 has {fields} fields \(a decimal comma\?\), but the header has 12",
+  ):
+    ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+
+
+def test_a_csv_row_with_a_field_too_few_is_refused_naming_it(tmp_path, ptbxl_record):
+  lines = _record_csv(tmp_path / "r.csv", ptbxl_record)
+  lines[500] = lines[500].rpartition(",")[0]
+  (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.csv: row 501 has 11 fields, but the header"):
+    ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+
+
+@pytest.mark.parametrize("cell", ["n/a", "NA", "null", "inf", "-inf", "nan", "abc"])
+def test_a_csv_text_cell_is_named_by_row_and_column(tmp_path, ptbxl_record, cell):
+  lines = _record_csv(tmp_path / "r.csv", ptbxl_record)
+  row = lines[101].split(",")
+  row[3] = cell
+  lines[101] = ",".join(row)
+  (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+  with pytest.raises(
+    ecg_io.EcgReadError, match=rf"r\.csv: row 102, column 'aVR': '{cell}' is not a finite number"
+  ):
+    ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+
+
+@pytest.mark.parametrize(
+  "header, columns",
+  [("ECG", [1]), ("value", [1]), ("time,value", [0, 1]), (None, [1])],
+)
+def test_a_single_channel_file_is_read_as_the_lead_it_is_given(
+  tmp_path, ptbxl_record, header, columns
+):
+  lead_i = ptbxl_record.signal[:, 0]
+  table = np.column_stack([np.arange(1000) / 100, lead_i])[:, columns]
+  lines = ([header] if header else []) + [",".join(repr(float(v)) for v in row) for row in table]
+  (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.csv: .*--lead I"):
+    ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+  naming = ecg_io.LeadNaming(single_lead="lead 1")
+  record = ecg_io.read_record(tmp_path / "r.csv", csv_fs=100, naming=naming)
+  assert record.lead_names == ("I",) and record.meta["ignored_channels"] == ()
+  np.testing.assert_array_equal(record.signal[:, 0], lead_i)
+
+
+def test_wearable_labels_and_a_lead_map(tmp_path, ptbxl_record):
+  signal = ptbxl_record.signal
+  _write_csv(tmp_path / "r.csv", "MLII,chan 3,Resp", signal[:, [1, 2, 5]])
+  record = ecg_io.read_record(tmp_path / "r.csv", csv_fs=100)
+  assert record.lead_names == ("II",)  # chan 3 names no lead: ignored, as Resp.
+  assert record.meta["ignored_channels"] == ("chan 3", "Resp")
+  mapped = ecg_io.read_record(
+    tmp_path / "r.csv", csv_fs=100, naming=ecg_io.LeadNaming({"CHAN 3": "iii"})
+  )
+  assert mapped.lead_names == ("II", "III") and mapped.meta["ignored_channels"] == ("Resp",)
+  np.testing.assert_allclose(mapped.signal, signal[:, [1, 2]], rtol=1e-6)
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.csv: .* this record has 3 channels"):
+    ecg_io.read_record(tmp_path / "r.csv", csv_fs=100, naming=ecg_io.LeadNaming(single_lead="I"))
+  with pytest.raises(ecg_io.EcgReadError, match=r"unknown ECG lead name 'V9'"):
+    ecg_io.LeadNaming({"ECG": "V9"})
+
+
+def test_a_single_channel_edf_is_read_as_the_lead_it_is_given(tmp_path, ptbxl_record):
+  lead_i = ptbxl_record.signal[:, 0].astype(np.float64)
+  pyedflib.highlevel.write_edf(
+    str(tmp_path / "r.edf"), [lead_i], [_edf_header("ECG", "mV", 100, 5)]
+  )
+  with pytest.raises(ecg_io.EcgReadError, match=r"r\.edf: no channel .* say which \(--lead I\)"):
+    ecg_io.read_record(tmp_path / "r.edf")
+  record = ecg_io.read_record(tmp_path / "r.edf", naming=ecg_io.LeadNaming(single_lead="I"))
+  assert record.lead_names == ("I",)
+  np.testing.assert_allclose(record.signal[:, 0], lead_i, atol=10 / 65535)
 
 
 def test_csv_needs_a_sampling_rate(tmp_path):
