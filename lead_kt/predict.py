@@ -1,31 +1,46 @@
 """Predictions of a trained run on ECG recordings from disk.
 
 python -m lead_kt.predict --workdir=RUN --input PATH [PATH ...] [--output out.csv|out.json]
-    [--csv_fs HZ]
+    [--csv-fs HZ] [--lead LEAD | --lead-map LABEL=LEAD,...] [--segment-seconds S]
 
 RUN is a finished run directory (a transfer method's top directory or its `student/` both work).
 PATH is a record (WFDB `.hea` + signal file, Challenge `.hea` + `.mat`, CPSC2018 `.mat`, `.csv`,
 `.edf`/`.bdf`; see `lead_kt.ecg_io`) or a directory searched for records. Without --output the
-table goes to stdout as CSV. A record that cannot be used gets no prediction: its row carries the
+table goes to stdout as CSV; --output is checked before any work and written whole (a temporary
+file renamed), never half. A record that cannot be used gets no prediction: its row carries the
 reason in `error`, the message goes to stderr and the exit status is 1.
 
+Channels are read as the leads their labels name (any spelling: `Lead 1`, `ECG II`, `MLII`);
+`--lead I` says that each record's one channel is lead I (a wearable's `ECG` or `value` column, a
+headerless one-column CSV file), `--lead-map ECG=I,chan2=II` names channels by their labels. Other
+channels (Resp, SpO2, ...) are not read and are listed in `ignored_channels`.
+
 Each record goes through the trainer's own evaluation path: the leads the model reads are picked by
-name (any spelling), treated as the run's dataset builder treated its records (resampled to the
-run's rate, polyphase; for an icbeb2018 `_db6` dataset denoised before, at 500 Hz, and for a `_20s`
-one centre-cropped or tiled to 20 s after, with the builder's own functions; for a run with a
-`data.preprocessing` contract, that contract after resampling), normalised with the
-run's statistics (`normalization.json`), cut into the run's test-time windows (crop_len, stride)
-and the windows' probabilities aggregated as in evaluation (max or mean); the yes/no decisions use
-the per-class thresholds chosen on the validation split (results.json, test.thresholds). On a
-PTB-XL record the probabilities equal the trainer's for that record, and an ICBEB2018 record's
-prepared input equals what the builder stores for it (tests/test_predict.py).
+name, treated as the run's dataset builder treated its records (resampled to the run's rate,
+polyphase; for an icbeb2018 `_db6` dataset denoised before, at 500 Hz, and for a `_20s` one
+centre-cropped or tiled to 20 s after, with the builder's own functions; for a run with a
+`data.preprocessing` contract, that contract after resampling), normalised with the run's statistics
+(`normalization.json`), cut into the run's test-time windows (crop_len, stride, and a last window
+aligned to the record's end) and the windows' probabilities aggregated as in evaluation (max or
+mean: the `aggregation` column); the yes/no decisions use the per-class thresholds chosen on the
+validation split (results.json, test.thresholds). On a PTB-XL record the probabilities equal the
+trainer's for that record, and an ICBEB2018 record's prepared input equals what the builder stores
+for it (tests/test_predict.py).
+
+Those thresholds were chosen on the run's training records (10 s for PTB-XL): the max over the many
+windows of a much longer recording is at least that of each of its parts, for every class, so it can
+cross several classes' thresholds at once. Such a record gets a `LongRecordWarning` (stderr) when it
+is more than LONG_RECORD_FACTOR times as long (datasets whose records vary in length give no such
+warning). `--segment-seconds S` predicts every S seconds of a record apart instead: one row per
+segment (`segment`, `start_s`, `end_s`), each aggregated over its own windows; the last segment ends
+at the record's end (it overlaps the one before), so each is S seconds long.
 
 Refused with `ecg_io.EcgReadError` (or a subclass) and a message naming the file: unreadable or
-invalid records (see ecg_io), NaN/Inf samples, a lead the model needs that the record lacks, a flat
-lead among those, an implausible sampling rate, and a record shorter than half a window. A record
-shorter than a window but at least half of one is padded as the pipeline pads (the padding is 0
-after normalisation) and a `ShortRecordWarning` says so. Run directories that are unfinished, from
-an incompatible run or with corrupt checkpoints raise `RunDirError`.
+invalid records (see ecg_io), NaN/Inf samples, leads the model needs that the record lacks (all
+named), a flat lead among those, an implausible sampling rate, and a record shorter than half a
+window. A record shorter than a window but at least half of one is padded as the pipeline pads (the
+padding is 0 after normalisation) and a `ShortRecordWarning` says so. Run directories that are
+unfinished, from an incompatible run or with corrupt checkpoints raise `RunDirError`.
 """
 
 from __future__ import annotations
@@ -55,6 +70,8 @@ from lead_kt.data.windows import aggregate_windows, sliding_windows
 PLAUSIBLE_FS = (25.0, 20_000.0)
 # A record shorter than this fraction of a window is refused (mostly padding, no real evidence).
 MIN_WINDOW_FRACTION = 0.5
+# A span this many times longer than the training records is warned about (LongRecordWarning).
+LONG_RECORD_FACTOR = 2.0
 _SMALLEST_BATCH = 8
 
 
@@ -66,8 +83,17 @@ class ShortRecordError(ecg_io.EcgReadError):
   """A record shorter than MIN_WINDOW_FRACTION of the model's window."""
 
 
-class ShortRecordWarning(UserWarning):
+class RecordWarning(UserWarning):
+  """Something about a record that its prediction should be read with (the CLI prints it)."""
+
+
+class ShortRecordWarning(RecordWarning):
   """A record shorter than one window, zero-padded (after normalisation) as in evaluation."""
+
+
+class LongRecordWarning(RecordWarning):
+  """One prediction aggregated over a span much longer than the run's training records, whose
+  thresholds do not fit it (ModelSpec.record_seconds)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +119,8 @@ class ModelSpec:
   fs: the model's sampling rate (Hz); crop_len, stride: window length and step in samples;
   aggregate: "max" or "mean" over a record's windows; thresholds: float [C], per class, chosen on
   validation; mean, inv_std: float32 [len(input_leads)], the run's normalisation for those leads;
-  preprocessing: what the dataset builder did to each record (filter, fixed length).
+  preprocessing: what the dataset builder did to each record (filter, fixed length);
+  record_seconds: the length of the run's training records, None when they vary.
   """
 
   method: str
@@ -108,6 +135,20 @@ class ModelSpec:
   mean: np.ndarray
   inv_std: np.ndarray
   preprocessing: RecordPreprocessing
+  record_seconds: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Segments:
+  """A record's test-time windows, grouped into the spans whose outputs are aggregated.
+
+  windows: float32 [N, crop_len, L_in] in mV at the model's rate; segment: int64 [N], the span of
+  each window; bounds: int64 [S, 2], each span's first sample and end at the model's rate.
+  """
+
+  windows: np.ndarray
+  segment: np.ndarray
+  bounds: np.ndarray
 
 
 def resolve_run_dir(workdir: str | os.PathLike) -> str:
@@ -175,32 +216,69 @@ class Predictor:
       )
     leads = tuple(ecg_io.normalize_lead_name(lead) for lead in lead_names)
     record = ecg_io.make_record(signal, leads, float(fs), name, {})
-    return self._record_probs(record)[0]
+    return self.segment_probabilities(self.segments(record))[0]
 
-  def predict_record(self, path: str | os.PathLike, csv_fs: float | None = None) -> dict[str, Any]:
-    """Reads and predicts one record. Returns `file`, `leads` (those used), `fs_in`, `fs_out`,
+  def predict_record(
+    self,
+    path: str | os.PathLike,
+    csv_fs: float | None = None,
+    naming: ecg_io.LeadNaming | None = None,
+  ) -> dict[str, Any]:
+    """Reads and predicts one record as a whole; see predict_segments for what it returns."""
+    (result,) = self.predict_segments(path, csv_fs, naming)
+    return result
+
+  def predict_segments(
+    self,
+    path: str | os.PathLike,
+    csv_fs: float | None = None,
+    naming: ecg_io.LeadNaming | None = None,
+    segment_seconds: float | None = None,
+  ) -> list[dict[str, Any]]:
+    """Reads one record and predicts each `segment_seconds` of it apart (None: the whole record as
+    one segment). One dict per segment: `file`, `segment` (0, 1, ...), `start_s`, `end_s` (at the
+    model's rate), `aggregation` (of the segment's windows: max or mean), `leads` (those used),
+    `ignored_channels` (the record's channels not read as leads), `fs_in`, `fs_out`,
     `num_windows`, `probabilities` {class: float} and `decisions` {class: bool}."""
-    record = ecg_io.read_record(path, csv_fs=csv_fs)
-    probs, num_windows = self._record_probs(record)
-    names = self.spec.class_names
-    return {
-      "file": os.fspath(path),
-      "leads": list(self.spec.input_leads),
-      "fs_in": record.fs,
-      "fs_out": self.spec.fs,
-      "num_windows": num_windows,
-      "probabilities": {name: float(p) for name, p in zip(names, probs, strict=True)},
-      "decisions": {
-        name: bool(p >= t) for name, p, t in zip(names, probs, self.spec.thresholds, strict=True)
-      },
-    }
+    record = ecg_io.read_record(path, csv_fs=csv_fs, naming=naming)
+    segments = self.segments(record, segment_seconds)
+    spec = self.spec
+    results = []
+    for index, probs in enumerate(self.segment_probabilities(segments)):
+      start, end = segments.bounds[index] / spec.fs
+      results.append(
+        {
+          "file": os.fspath(path),
+          "segment": index,
+          "start_s": float(start),
+          "end_s": float(end),
+          "aggregation": spec.aggregate,
+          "leads": list(spec.input_leads),
+          "ignored_channels": list(record.meta.get("ignored_channels", ())),
+          "fs_in": record.fs,
+          "fs_out": spec.fs,
+          "num_windows": int(np.sum(segments.segment == index)),
+          "probabilities": dict(zip(spec.class_names, probs.tolist(), strict=True)),
+          "decisions": {
+            name: bool(p >= t)
+            for name, p, t in zip(spec.class_names, probs, spec.thresholds, strict=True)
+          },
+        }
+      )
+    return results
 
   def model_windows(self, record: ecg_io.Record) -> np.ndarray:
     """The record's test-time windows as the model takes them: float32 [N, crop_len, L_in] in mV
     at the model's rate, preprocessed as the run's dataset (a short record padded with the
     normalisation mean, i.e. 0 once normalised)."""
+    return self.segments(record).windows
+
+  def segments(self, record: ecg_io.Record, segment_seconds: float | None = None) -> Segments:
+    """The record's windows (see model_windows), grouped into segments of `segment_seconds` (at
+    least one window long) that start every `segment_seconds`, the last one ending at the record's
+    end; None, or a record not longer than one segment: the whole record as one segment."""
     spec = self.spec
-    signal = ecg_io.select_leads(record, spec.input_leads)
+    signal = ecg_io.select_leads(record, spec.input_leads, needed_by="the model")
     ecg_io.reject_flat_leads(signal, spec.input_leads, record.path)
     if not PLAUSIBLE_FS[0] <= record.fs <= PLAUSIBLE_FS[1]:
       raise ecg_io.EcgReadError(
@@ -223,8 +301,35 @@ class Predictor:
       )
       padding = np.broadcast_to(spec.mean, (spec.crop_len - length, len(spec.mean)))
       signal = np.concatenate([signal, padding]).astype(np.float32)
-    _, starts = sliding_windows(np.array([length]), spec.crop_len, spec.stride)
-    return np.stack([signal[start : start + spec.crop_len] for start in starts])
+    span = length if segment_seconds is None else self.segment_length(segment_seconds)
+    # Segments are laid out as windows are: every `span` samples, the last one ending at the end.
+    _, starts = sliding_windows(np.array([length]), span, span)
+    ends = np.minimum(starts + span, length)
+    self._warn_if_long(record.path, ends - starts)
+    segment, window_starts = sliding_windows(ends - starts, spec.crop_len, spec.stride)
+    window_starts = window_starts + starts[segment]
+    windows = np.stack([signal[start : start + spec.crop_len] for start in window_starts])
+    return Segments(windows, segment, np.stack([starts, ends], axis=1))
+
+  def segment_length(self, segment_seconds: float) -> int:
+    """Samples at the model's rate of a segment of `segment_seconds`; ValueError when it is
+    shorter than the model's window."""
+    spec = self.spec
+    span = round(segment_seconds * spec.fs)
+    if span < spec.crop_len:
+      raise ValueError(
+        f"segments of {segment_seconds:g} s are shorter than the model's window of "
+        f"{spec.crop_len / spec.fs:g} s"
+      )
+    return span
+
+  def segment_probabilities(self, segments: Segments) -> np.ndarray:
+    """Class probabilities [S, C] of each segment: its windows' aggregated as in evaluation."""
+    # Sigmoid in float64 on the host, then aggregation: exactly as the trainer's evaluation.
+    probs = 1.0 / (1.0 + np.exp(-self.window_logits(segments.windows).astype(np.float64)))
+    return aggregate_windows(
+      probs, segments.segment, np.ones(len(probs)), len(segments.bounds), self.spec.aggregate
+    )
 
   def window_logits(self, windows: np.ndarray) -> np.ndarray:
     """float32 [N, C] logits of windows [N, crop_len, L_in] (mV), in batches of at most
@@ -238,13 +343,19 @@ class Predictor:
       chunks.append(np.asarray(self.jitted_logits(self.params, self.state, padded))[: len(chunk)])
     return np.concatenate(chunks)
 
-  def _record_probs(self, record: ecg_io.Record) -> tuple[np.ndarray, int]:
-    windows = self.model_windows(record)
-    # Sigmoid in float64 on the host, then aggregation: exactly as the trainer's evaluation.
-    probs = 1.0 / (1.0 + np.exp(-self.window_logits(windows).astype(np.float64)))
-    zeros = np.zeros(len(windows), np.int64)
-    aggregated = aggregate_windows(probs, zeros, np.ones(len(windows)), 1, self.spec.aggregate)
-    return aggregated[0], len(windows)
+  def _warn_if_long(self, path: str, spans: np.ndarray) -> None:
+    """A LongRecordWarning when a span (samples) exceeds LONG_RECORD_FACTOR training records."""
+    spec = self.spec
+    seconds = spans.max() / spec.fs
+    if spec.record_seconds and seconds > LONG_RECORD_FACTOR * spec.record_seconds:
+      warnings.warn(
+        f"{path}: {seconds:g} s aggregated into one prediction ({spec.aggregate} over its "
+        f"windows), much longer than the {spec.record_seconds:g} s records the model's thresholds "
+        f"were chosen on, which it may exceed for several classes at once; --segment-seconds "
+        f"{spec.record_seconds:g} predicts each {spec.record_seconds:g} s apart",
+        LongRecordWarning,
+        stacklevel=4,
+      )
 
   def _normalizer(self) -> Normalizer:
     values = _read_json(self.run_dir, "normalization.json")
@@ -327,11 +438,11 @@ def _model_spec(config, results: dict, normalizer: Normalizer) -> ModelSpec:
   thresholds = results["test"].get("thresholds")
   if not isinstance(thresholds, dict) or set(thresholds) != set(class_names):
     raise ValueError("test.thresholds (per class, chosen on validation) are missing")
-  dataset_facts = functools.cache(lambda: _dataset_facts(config))  # Only if results lack them.
+  dataset_rate, record_length = _dataset_facts(config)
   crop_len = (
     int(config.data.crop_len)
     or int(results.get("crop_len", 0))
-    or dataset_facts()[1]
+    or record_length
     or _dataset_crop_len(config)
   )
   columns = [ecg_io.STANDARD_LEADS.index(lead) for lead in input_leads]
@@ -351,7 +462,7 @@ def _model_spec(config, results: dict, normalizer: Normalizer) -> ModelSpec:
     class_names=class_names,
     input_leads=input_leads,
     student_leads=student_leads,
-    fs=float(results.get("sampling_rate") or dataset_facts()[0]),
+    fs=float(results.get("sampling_rate") or dataset_rate),
     crop_len=crop_len,
     stride=int(config.data.eval_stride) or max(crop_len // 2, 1),
     aggregate=str(config.data.eval_aggregate),
@@ -360,6 +471,7 @@ def _model_spec(config, results: dict, normalizer: Normalizer) -> ModelSpec:
     # As Normalizer.apply: subtract the mean, multiply by the float32 reciprocal.
     inv_std=(1.0 / std).astype(np.float32),
     preprocessing=_dataset_preprocessing(config),
+    record_seconds=record_length / dataset_rate if record_length else None,
   )
 
 
@@ -451,34 +563,79 @@ def expand_inputs(paths: Sequence[str]) -> list[str]:
 
 
 def predict_files(
-  predictor: Predictor, paths: Sequence[str], csv_fs: float | None = None, progress: bool = True
+  predictor: Predictor,
+  paths: Sequence[str],
+  csv_fs: float | None = None,
+  progress: bool = True,
+  naming: ecg_io.LeadNaming | None = None,
+  segment_seconds: float | None = None,
 ) -> list[dict[str, Any]]:
-  """predict_record for each path; a record that fails gets `error` (the message) instead."""
+  """predict_segments for each path, its rows in order; a record that fails gets one row with
+  `file` and `error` (the message) instead."""
   from tqdm import tqdm
 
   rows = []
   for path in tqdm(paths, unit="record", disable=not progress or len(paths) < 2, file=sys.stderr):
     try:
-      rows.append({**predictor.predict_record(path, csv_fs=csv_fs), "error": ""})
+      segments = predictor.predict_segments(path, csv_fs, naming, segment_seconds)
+      rows.extend({**row, "error": ""} for row in segments)
     except ecg_io.EcgReadError as error:
       rows.append({"file": path, "error": str(error)})
   return rows
 
 
+# The CSV columns before the classes' (p_<class>..., <class>...) and `error`.
+_ROW_FIELDS = (
+  "file",
+  "segment",
+  "start_s",
+  "end_s",
+  "aggregation",
+  "leads",
+  "ignored_channels",
+  "fs_in",
+  "fs_out",
+  "num_windows",
+)
+
+
 def write_rows(rows: list[dict[str, Any]], class_names: Sequence[str], out) -> None:
-  """CSV: file, leads, fs_in, fs_out, num_windows, p_<class>..., <class> (0/1)..., error."""
-  fields = ["file", "leads", "fs_in", "fs_out", "num_windows"]
-  fields += [f"p_{name}" for name in class_names] + list(class_names) + ["error"]
+  """CSV: file, segment, start_s, end_s, aggregation, leads, ignored_channels, fs_in, fs_out,
+  num_windows, p_<class>..., <class> (0/1)..., error."""
+  fields = [*_ROW_FIELDS, *(f"p_{name}" for name in class_names), *class_names, "error"]
   writer = csv.DictWriter(out, fieldnames=fields)
   writer.writeheader()
   for row in rows:
-    flat = {key: row.get(key, "") for key in fields[:5] + ["error"]}
+    flat = {key: row.get(key, "") for key in (*_ROW_FIELDS, "error")}
     if not row["error"]:
       flat["leads"] = " ".join(row["leads"])
+      flat["ignored_channels"] = " ".join(row["ignored_channels"])
       for name in class_names:
         flat[f"p_{name}"] = f"{row['probabilities'][name]:.6f}"
         flat[name] = int(row["decisions"][name])
     writer.writerow(flat)
+
+
+def _lead_map(text: str) -> dict[str, str]:
+  """--lead-map's LABEL=LEAD,LABEL=LEAD,... as a dict."""
+  pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+  if not pairs or any(not label.strip() or not equals for label, equals, _ in pairs):
+    raise argparse.ArgumentTypeError(f"expected LABEL=LEAD[,LABEL=LEAD...], got {text!r}")
+  return {label.strip(): lead.strip() for label, _, lead in pairs}
+
+
+def _reserve_output(path: str) -> str:
+  """The temporary file beside `path` that the output is written to and then renamed over `path`,
+  created now: OSError before any work when `path` cannot be written."""
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"{path} is a directory")
+  partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
+  open(partial, "w").close()
+  return partial
+
+
+def _print_warning(message, *unused_args, **unused_kwargs) -> None:
+  print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,33 +645,78 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--workdir", required=True, help="a finished run directory")
   parser.add_argument("--input", nargs="+", required=True, help="records or directories")
   parser.add_argument("--output", help="out.csv or out.json (default: CSV to stdout)")
-  parser.add_argument("--csv_fs", type=float, help="sampling rate (Hz) of CSV inputs")
+  parser.add_argument(
+    "--csv-fs", "--csv_fs", dest="csv_fs", type=float, help="sampling rate (Hz) of CSV inputs"
+  )
+  parser.add_argument(
+    "--lead", help="the lead of each record's single channel, whatever its label (e.g. I)"
+  )
+  parser.add_argument(
+    "--lead-map",
+    type=_lead_map,
+    default={},
+    help="channel labels as leads, e.g. ECG=I,chan2=II (labels in any case)",
+  )
+  parser.add_argument(
+    "--segment-seconds",
+    type=float,
+    help="one prediction per this many seconds of each record (default: one per record)",
+  )
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
   compilation_cache.enable()
   if args.output and os.path.splitext(args.output)[1].lower() not in (".csv", ".json"):
     parser.error(f"--output must end in .csv or .json, got {args.output}")
   try:
+    naming = ecg_io.LeadNaming(args.lead_map, args.lead)
+  except ecg_io.EcgReadError as error:
+    parser.error(str(error))
+  if args.segment_seconds is not None and not args.segment_seconds > 0:
+    parser.error(f"--segment-seconds must be positive, got {args.segment_seconds:g}")
+  try:
+    partial = _reserve_output(args.output) if args.output else None
+  except OSError as error:
+    print(f"error: cannot write --output {args.output}: {error}", file=sys.stderr)
+    return 2
+  try:
+    return _predict_to(args, naming, partial)
+  finally:
+    if partial and os.path.exists(partial):
+      os.remove(partial)
+
+
+def _predict_to(args, naming: ecg_io.LeadNaming, partial: str | None) -> int:
+  """main's work once its arguments are checked: the rows go to `partial`, then renamed to
+  args.output (or to stdout when partial is None)."""
+  try:
     predictor = Predictor(args.workdir)
-  except RunDirError as error:
+    if args.segment_seconds is not None:
+      predictor.segment_length(args.segment_seconds)
+  except ValueError as error:  # A RunDirError, or segments shorter than the model's window.
     print(f"error: {error}", file=sys.stderr)
     return 2
   paths = expand_inputs(args.input)
   if not paths:
     print(f"error: no records found in {' '.join(args.input)}", file=sys.stderr)
     return 1
-  rows = predict_files(predictor, paths, args.csv_fs)
+  with warnings.catch_warnings():
+    warnings.simplefilter("always", RecordWarning)
+    warnings.showwarning = _print_warning
+    rows = predict_files(
+      predictor, paths, args.csv_fs, naming=naming, segment_seconds=args.segment_seconds
+    )
   for row in rows:
     if row["error"]:
       print(f"error: {row['error']}", file=sys.stderr)
-  if args.output and args.output.lower().endswith(".json"):
-    with open(args.output, "w") as out:
-      json.dump(rows, out, indent=2)
-  elif args.output:
-    with open(args.output, "w", newline="") as out:
-      write_rows(rows, predictor.spec.class_names, out)
-  else:
+  if partial is None:
     write_rows(rows, predictor.spec.class_names, sys.stdout)
+  else:
+    with open(partial, "w", newline="") as out:
+      if args.output.lower().endswith(".json"):
+        json.dump(rows, out, indent=2)
+      else:
+        write_rows(rows, predictor.spec.class_names, out)
+    os.replace(partial, args.output)
   return 1 if any(row["error"] for row in rows) else 0
 
 

@@ -4,11 +4,14 @@ The test marked `needs_shared_cpsc2018` reads CPSC2018 records from the project'
 `../shared/data/cpsc2018` beside the repository.
 """
 
+import copy
 import csv
+import dataclasses
 import json
 import os
 import pathlib
 import shutil
+import warnings
 
 import ml_collections
 import numpy as np
@@ -21,12 +24,15 @@ from data_builders.icbeb2018 import Builder as Icbeb2018Builder
 from lead_kt import ecg_io, predict
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-CPSC2018_WFDB = (
-  pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cpsc2018" / "wfdb"
-)
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+CPSC2018_WFDB = SHARED_DATA / "cpsc2018" / "wfdb"
 needs_shared_cpsc2018 = pytest.mark.skipif(
   not CPSC2018_WFDB.is_dir(),
   reason=f"needs the real-data folder {CPSC2018_WFDB} beside the repository",
+)
+PTBXL_100HZ = SHARED_DATA / "ptb-xl" / "records100" / "00000"
+needs_shared_ptbxl = pytest.mark.skipif(
+  not PTBXL_100HZ.is_dir(), reason=f"needs the real-data folder {PTBXL_100HZ} beside the repository"
 )
 
 
@@ -132,7 +138,9 @@ def test_cli_writes_csv_and_json_and_reports_bad_records(tmp_path, run_dir, pred
   out_csv, out_json = tmp_path / "out.csv", tmp_path / "out.json"
   argv = ["--workdir", run_dir, "--input", str(inputs), "--csv_fs", "100"]
   assert predict.main([*argv, "--output", str(out_csv)]) == 1
-  assert "bad.csv: unknown ECG lead name 'Resp'" in capsys.readouterr().err
+  assert (
+    "bad.csv: no channel is labelled as an ECG lead (labels: 'Resp')" in capsys.readouterr().err
+  )
   rows = list(csv.DictReader(out_csv.open()))
   assert [os.path.basename(row["file"]) for row in rows] == ["00001_lr.hea", "A1980.mat", "bad.csv"]
   expected = predictor.predict_record(FIXTURES / "00001_lr")
@@ -280,3 +288,97 @@ def test_a_single_lead_run_under_a_record_contract_is_refused(tmp_path, run_dir)
     predict.RunDirError, match=r"reads I, but its data.preprocessing='ecgfounder'"
   ):
     predict.Predictor(run)
+
+
+# --- Wearable files, long recordings, the CLI's flags and output (issue 29) ---
+
+
+def test_a_wearables_single_channel_is_read_as_the_lead_it_is_given(tmp_path, run_dir, predictor):
+  lead_i = ecg_io.read_record(FIXTURES / "00001_lr").signal[:, 0]
+  expected = probabilities(predictor.predict_record(FIXTURES / "00001_lr"))
+  write_csv(tmp_path / "watch.csv", {"time": np.arange(1000) / 100, "value": lead_i})
+  write_edf(tmp_path / "watch.edf", {"ECG": lead_i, "Resp": np.sin(np.arange(1000) / 30)}, fs=100)
+  out = tmp_path / "out.json"
+  argv = ["--workdir", run_dir, "--csv-fs", "100", "--output", str(out)]
+  assert predict.main([*argv, "--input", str(tmp_path / "watch.csv"), "--lead", "I"]) == 0
+  (row,) = json.loads(out.read_text())
+  np.testing.assert_allclose(probabilities(row), expected, atol=1e-6)
+  assert predict.main([*argv, "--input", str(tmp_path / "watch.edf"), "--lead-map", "ecg=I"]) == 0
+  (row,) = json.loads(out.read_text())
+  np.testing.assert_allclose(probabilities(row), expected, atol=5e-4)
+  assert row["ignored_channels"] == ["Resp"] and row["leads"] == ["I"]
+
+
+def test_a_12_lead_model_names_every_lead_a_1_lead_file_lacks(tmp_path, predictor):
+  write_csv(
+    tmp_path / "watch.csv", {"Lead 1": ecg_io.read_record(FIXTURES / "00001_lr").signal[:, 0]}
+  )
+  record = ecg_io.read_record(tmp_path / "watch.csv", csv_fs=100)
+  twelve_lead = copy.copy(predictor)  # Only what the model reads differs, and it fails before.
+  twelve_lead.spec = dataclasses.replace(predictor.spec, input_leads=ecg_io.STANDARD_LEADS)
+  with pytest.raises(
+    ecg_io.EcgReadError,
+    match=r"watch\.csv: the model reads all 12 leads; the record lacks leads II, III, aVR, aVL, "
+    r"aVF, V1, V2, V3, V4, V5, V6 \(it has I\)",
+  ):
+    twelve_lead.model_windows(record)
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory):
+  """A 115 s lead-I CSV file (a PTB recording's length) made of real 10 s PTB-XL records 1..12
+  (the last one's first half); returns its path and the eleven whole records' paths."""
+  paths = [PTBXL_100HZ / f"{ecg_id:05d}_lr" for ecg_id in range(1, 13)]
+  lead_i = np.concatenate([ecg_io.read_record(path).signal[:, 0] for path in paths])[:11_500]
+  path = tmp_path_factory.mktemp("long") / "ptb_115s.csv"
+  write_csv(path, {"I": lead_i})
+  return path, paths[:11]
+
+
+@needs_shared_ptbxl
+def test_a_long_recording_is_predicted_per_segment_or_warned_about(long_recording, predictor):
+  path, records = long_recording
+  with pytest.warns(
+    predict.LongRecordWarning, match=r"ptb_115s\.csv: 115 s .*than the 10 s records .*--segment-"
+  ):
+    (whole,) = predictor.predict_segments(path, csv_fs=100)
+  assert (whole["start_s"], whole["end_s"], whole["aggregation"]) == (0.0, 115.0, "max")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", predict.LongRecordWarning)  # 10 s segments are not long.
+    segments = predictor.predict_segments(path, csv_fs=100, segment_seconds=10)
+  # Every 10 s, the last segment ending at the record's end: each is one training record long.
+  assert [(row["start_s"], row["end_s"]) for row in segments] == [
+    *((10.0 * k, 10.0 * k + 10) for k in range(11)),
+    (105.0, 115.0),
+  ]
+  assert [row["segment"] for row in segments] == list(range(12))
+  assert all(row["num_windows"] == 7 and row["aggregation"] == "max" for row in segments)
+  # A segment that is one of the records gets that record's prediction.
+  for row, record in zip(segments, records, strict=False):
+    expected = probabilities(predictor.predict_record(record))
+    np.testing.assert_allclose(probabilities(row), expected, atol=1e-6)
+  # The max over all windows is at least every segment's: the whole record's scores run high.
+  assert np.all(probabilities(whole) >= np.max([probabilities(r) for r in segments], axis=0))
+  with pytest.raises(ValueError, match=r"segments of 1 s are shorter than the model's window"):
+    predictor.predict_segments(path, csv_fs=100, segment_seconds=1)
+
+
+@needs_shared_ptbxl
+def test_cli_writes_one_row_per_segment_and_says_how_it_aggregated(
+  long_recording, tmp_path, run_dir, capsys
+):
+  path, _ = long_recording
+  out = tmp_path / "out.csv"
+  argv = ["--workdir", run_dir, "--input", str(path), "--csv_fs", "100", "--output", str(out)]
+  assert predict.main(argv) == 0
+  assert "warning: " in capsys.readouterr().err  # The long record, on stderr.
+  (whole,) = csv.DictReader(out.open())
+  assert (whole["segment"], whole["start_s"], whole["end_s"]) == ("0", "0.0", "115.0")
+  assert whole["aggregation"] == "max" and whole["ignored_channels"] == ""
+  assert predict.main([*argv, "--segment-seconds", "10"]) == 0
+  assert "warning: " not in capsys.readouterr().err
+  rows = list(csv.DictReader(out.open()))
+  assert [row["segment"] for row in rows] == [str(k) for k in range(12)]
+  assert [row["start_s"] for row in rows][-2:] == ["100.0", "105.0"]
+  assert predict.main([*argv, "--segment-seconds", "2"]) == 2
+  assert "error: segments of 2 s are shorter" in capsys.readouterr().err

@@ -4,6 +4,7 @@ Records are real (tests/fixtures) or written from real PTB-XL signals; the model
 tests/run_fixture.py.
 """
 
+import csv
 import json
 import pathlib
 import shutil
@@ -37,14 +38,26 @@ def refused(predictor, path, pattern, **kwargs):
     predictor.predict_record(path, **kwargs)
 
 
-@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", ""])
-def test_nan_or_inf_samples(tmp_path, predictor, lead_i, bad):
+@pytest.mark.parametrize(
+  "bad, problem",
+  [
+    ("nan", "'nan' is not a finite number"),
+    ("inf", "'inf' is not a finite number"),
+    ("-inf", "'-inf' is not a finite number"),
+    ("n/a", "'n/a' is not a finite number"),
+    ("null", "'null' is not a finite number"),
+    ("", r"empty cell \(a missing sample\)"),
+  ],
+)
+def test_nan_inf_or_text_cells_are_named_by_row_and_column(
+  tmp_path, predictor, lead_i, bad, problem
+):
   path = tmp_path / "r.csv"
-  write_csv(path, {"I": lead_i})
+  write_csv(path, {"time": np.arange(1000) / 100, "I": lead_i})
   lines = path.read_text().splitlines()
-  lines[101] = bad  # Sample 100.
+  lines[101] = f"1.0,{bad}"  # Line 102 of the file: sample 100.
   path.write_text("\n".join(lines) + "\n")
-  refused(predictor, path, r"r\.csv: 1 NaN/Inf samples \(first at sample 100, lead I\)", csv_fs=100)
+  refused(predictor, path, rf"r\.csv: row 102, column 'I': {problem}", csv_fs=100)
 
 
 def test_wfdb_missing_sample_value(tmp_path, predictor):
@@ -92,6 +105,55 @@ def test_record_shorter_than_a_window_is_padded_as_in_evaluation(tmp_path, predi
   np.testing.assert_array_equal(window[:200, 0], lead_i[:200])
 
 
+def test_a_decimal_comma_in_one_cell_is_refused_not_read_shifted(tmp_path, run_dir, capsys):
+  # Issue 29: record 1 as a 12-lead CSV file, one cell of lead II written "0,123" (13 fields).
+  record = ecg_io.read_record(FIXTURES / "00001_lr")
+  columns = {lead: record.signal[:, i] for i, lead in enumerate(record.lead_names)}
+  write_csv(tmp_path / "r.csv", columns)
+  lines = (tmp_path / "r.csv").read_text().splitlines()
+  cells = lines[102].split(",")
+  cells[1] = "0,123"
+  lines[102] = ",".join(cells)
+  (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+  out = tmp_path / "out.csv"
+  argv = ["--workdir", run_dir, "--csv-fs", "100", "--input", str(tmp_path / "r.csv")]
+  assert predict.main([*argv, "--output", str(out)]) == 1
+  assert "r.csv: row 103 has 13 fields (a decimal comma?), but the header has 12" in (
+    capsys.readouterr().err
+  )
+  (row,) = csv.DictReader(out.open())
+  assert row["p_NORM"] == "" and "row 103" in row["error"]
+
+
+@pytest.mark.parametrize("output", ["no_such_dir/out.csv", "a_dir.csv"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(
+  tmp_path, run_dir, monkeypatch, capsys, output
+):
+  (tmp_path / "a_dir.csv").mkdir()
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(predict, "Predictor", None)  # Loading the run would fail the test.
+  argv = ["--workdir", run_dir, "--input", str(FIXTURES / "00001_lr"), "--output", output]
+  assert predict.main(argv) == 2
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith(f"error: cannot write --output {output}: ")
+
+
+def test_the_output_is_written_whole_or_not_at_all(tmp_path, run_dir, monkeypatch):
+  out = tmp_path / "out.csv"
+  out.write_text("earlier results\n")
+
+  def fail_midway(rows, class_names, stream):
+    stream.write("file,")
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(predict, "write_rows", fail_midway)
+  argv = ["--workdir", run_dir, "--input", str(FIXTURES / "00001_lr"), "--output", str(out)]
+  with pytest.raises(KeyboardInterrupt):
+    predict.main(argv)
+  assert out.read_text() == "earlier results\n"  # Untouched, and no partial file beside it.
+  assert sorted(path.name for path in tmp_path.iterdir()) == ["out.csv"]
+
+
 def test_missing_signal_file(tmp_path, predictor):
   base = copy_record(tmp_path, "00001_lr", extensions=(".hea",))
   refused(predictor, base, r"00001_lr\.dat: signal file named in .*00001_lr\.hea is missing")
@@ -104,13 +166,26 @@ def test_header_sample_count_disagrees_with_file_size(tmp_path, predictor):
   refused(predictor, base, r"00001_lr\.dat: signal file is truncated: 24000 bytes.*1200 samples")
 
 
-def test_unknown_lead_name(tmp_path, predictor, lead_i):
-  write_csv(tmp_path / "r.csv", {"I": lead_i, "Resp": lead_i})
-  refused(predictor, tmp_path / "r.csv", r"r\.csv: unknown ECG lead name 'Resp'", csv_fs=100)
+def test_non_ecg_channels_are_ignored_alike_in_every_format(tmp_path, predictor, lead_i):
+  # Resp beside lead I: the prediction of lead I alone, the channel listed (issue 29).
+  expected = predictor.predict_signal(lead_i[:, None], ["I"], 100)
+  resp = np.sin(np.arange(1000) / 30)
+  write_csv(tmp_path / "r.csv", {"I": lead_i, "Resp": resp})
+  write_edf(tmp_path / "r.edf", {"ECG I": lead_i, "Resp": resp}, fs=100)
   base = copy_record(tmp_path, "00001_lr")
   header = (tmp_path / "00001_lr.hea").read_text()
+  (tmp_path / "00001_lr.hea").write_text(header.replace(" V6\n", " Resp\n"))
+  for path, tolerance in ((tmp_path / "r.csv", 1e-6), (tmp_path / "r.edf", 5e-4), (base, 0)):
+    result = predictor.predict_record(path, csv_fs=100)
+    assert result["ignored_channels"] == ["Resp"], path
+    np.testing.assert_allclose(list(result["probabilities"].values()), expected, atol=tolerance)
+  # A channel the model needs under an unknown label is named among the ignored ones.
   (tmp_path / "00001_lr.hea").write_text(header.replace(" I\n", " X1\n", 1))
-  refused(predictor, base, r"00001_lr\.hea: unknown ECG lead name 'X1'")
+  refused(
+    predictor,
+    base,
+    r"00001_lr\.hea: .*lacks lead I \(it has .*; channels not read as ECG leads: X1\)",
+  )
 
 
 def test_missing_lead_the_model_needs(tmp_path, predictor, lead_i):
@@ -118,7 +193,7 @@ def test_missing_lead_the_model_needs(tmp_path, predictor, lead_i):
   refused(
     predictor,
     tmp_path / "r.csv",
-    r"r\.csv: lead I is not in the record \(it has II, V1\)",
+    r"r\.csv: the model reads lead I; the record lacks lead I \(it has II, V1\)",
     csv_fs=100,
   )
 
