@@ -154,6 +154,14 @@ def contract(predictor: predict.Predictor, files: dict[str, str]) -> dict:
     },
     "window_length": spec.crop_len,
     "window_stride": spec.stride,
+    # As lead_kt.data.windows.sliding_windows: evaluation and predict add the tail window.
+    "tail_window": "aligned_to_end",
+    "tail_window_description": (
+      "a record of length samples gets windows starting at 0, window_stride, "
+      "2 * window_stride, ... below length - window_length, then one starting at length - "
+      "window_length, which ends at the record's last sample; a record shorter than "
+      "window_length gets one window at 0, padded at its end with pad_value_mv"
+    ),
     "window_aggregate": spec.aggregate,
     "pad_value_mv": spec.mean.tolist(),
     "class_names": list(spec.class_names),
