@@ -13,8 +13,9 @@ Configs `<rate>hz[_scored_only][_holdout_<database>]`:
 - `_scored_only` drops the records without a scored label; by default they are kept with an
   all-zero label (as the challenge's scoring keeps them).
 - `_holdout_<database>`: that database is the test split, the other databases' folds 1-9 train and
-  fold 10 validation. Otherwise folds 1-8 train, 9 validation, 10 test. Folds are seeded and
-  patient-unaware: the collection has no patient ids.
+  fold 10 validation (the trainer's data.cv_test_fold re-splits all records by `strat_fold`, so it
+  ignores the held-out database). Otherwise folds 1-8 train, 9 validation, 10 test. Folds are
+  seeded and patient-unaware: the collection has no patient ids.
 
 Signals are read with lead_kt.ecg_io, which applies each header's gain and baseline whatever they
 are (not only 1000/mV), reads units `mV`, `mv` (and uV, V) into mV, and accepts a record line that
