@@ -627,9 +627,12 @@ def _lead_map(text: str) -> dict[str, str]:
 def _reserve_output(path: str) -> str:
   """The temporary file beside `path` that the output is written to and then renamed over `path`,
   created now: OSError before any work when `path` cannot be written."""
+  directory = os.path.dirname(path)
+  if directory and not os.path.isdir(directory):
+    raise FileNotFoundError(f"its directory {directory} does not exist")
   if os.path.isdir(path):
-    raise IsADirectoryError(f"{path} is a directory")
-  partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
+    raise IsADirectoryError("it is a directory")
+  partial = os.path.join(directory, f".{os.path.basename(path)}.partial")
   open(partial, "w").close()
   return partial
 
@@ -648,10 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     "--csv-fs", "--csv_fs", dest="csv_fs", type=float, help="sampling rate (Hz) of CSV inputs"
   )
-  parser.add_argument(
+  naming = parser.add_mutually_exclusive_group()
+  naming.add_argument(
     "--lead", help="the lead of each record's single channel, whatever its label (e.g. I)"
   )
-  parser.add_argument(
+  naming.add_argument(
     "--lead-map",
     type=_lead_map,
     default={},
@@ -676,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     partial = _reserve_output(args.output) if args.output else None
   except OSError as error:
-    print(f"error: cannot write --output {args.output}: {error}", file=sys.stderr)
+    print(f"error: cannot write --output {args.output}: {error.strerror or error}", file=sys.stderr)
     return 2
   try:
     return _predict_to(args, naming, partial)

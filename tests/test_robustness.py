@@ -125,9 +125,12 @@ def test_a_decimal_comma_in_one_cell_is_refused_not_read_shifted(tmp_path, run_d
   assert row["p_NORM"] == "" and "row 103" in row["error"]
 
 
-@pytest.mark.parametrize("output", ["no_such_dir/out.csv", "a_dir.csv"])
+@pytest.mark.parametrize(
+  "output, reason",
+  [("no_such_dir/out.csv", "its directory no_such_dir does not exist"), ("a_dir.csv", "it is a")],
+)
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(
-  tmp_path, run_dir, monkeypatch, capsys, output
+  tmp_path, run_dir, monkeypatch, capsys, output, reason
 ):
   (tmp_path / "a_dir.csv").mkdir()
   monkeypatch.chdir(tmp_path)
@@ -135,7 +138,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(
   argv = ["--workdir", run_dir, "--input", str(FIXTURES / "00001_lr"), "--output", output]
   assert predict.main(argv) == 2
   (line,) = capsys.readouterr().err.splitlines()
-  assert line.startswith(f"error: cannot write --output {output}: ")
+  assert line.startswith(f"error: cannot write --output {output}: {reason}")
 
 
 def test_the_output_is_written_whole_or_not_at_all(tmp_path, run_dir, monkeypatch):
