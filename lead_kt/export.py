@@ -1,8 +1,11 @@
 """Exporting a trained run's inference function for use without lead_kt.
 
-python -m lead_kt.export --workdir=RUN --out DIR [--platforms cpu,cuda] [--no_onnx]
+python -m lead_kt.export --workdir=RUN --out DIR [--platforms cpu,cuda] [--no-onnx]
 
-DIR receives:
+DIR must be new or empty: it is written beside itself and renamed into place at the end, so it holds
+one run's complete export or nothing (a failed export leaves nothing behind). StableHLO needs the
+base install (jax, and flatbuffers for `Exported.serialize`); ONNX needs jax2onnx, the `export`
+extra (`pip install "lead_kt[export]"`). DIR receives:
 - `model.stablehlo`: the function serialized with `jax.export` (StableHLO plus calling convention).
   Input float32 [b, window_length, L] raw windows in millivolts at the model's rate, leads in the
   contract's order; output float32 [b, C] per-window probabilities. The batch dimension b is
@@ -14,7 +17,7 @@ DIR receives:
   converters take it) and the conversion needs only jax2onnx. TFLite directly (jax2tf) would need
   TensorFlow, which the project does not install. jax2onnx converts every registered backbone
   (outputs within 1e-5 of JAX's) except reslstm_tse: its flax `nn.RNN` builds the LSTM carry from
-  the batch size, which jax2onnx cannot keep symbolic; export it with --no_onnx (StableHLO works).
+  the batch size, which jax2onnx cannot keep symbolic; export it with --no-onnx (StableHLO works).
   `to_onnx` works around jax2onnx's replacement of flax.linen's pooling functions.
 - `contract.json`: what the caller must do around the function: leads, sampling rate, window length
   and stride, how to aggregate a record's windows (max or mean), the value to pad a record shorter
@@ -32,8 +35,8 @@ both exported forms give its outputs on real records within 1e-4.
 
 from __future__ import annotations
 
-import argparse
 import functools
+import importlib
 import json
 import os
 import sys
@@ -43,7 +46,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from lead_kt import compilation_cache, predict
+from lead_kt import cli, compilation_cache, predict
 from lead_kt.models import layers
 
 STABLEHLO_FILE = "model.stablehlo"
@@ -100,7 +103,7 @@ def to_onnx(
   """
   import flax.linen
   import flax.linen.pooling
-  import jax2onnx  # A test extra: only this export needs it.
+  import jax2onnx  # The export extra (lead_kt[export]): only this export needs it.
 
   pooling = [
     (module, name)
@@ -171,54 +174,62 @@ def contract(predictor: predict.Predictor, files: dict[str, str]) -> dict:
   }
 
 
+def _require(module: str, purpose: str, install: str) -> None:
+  """Raises CliError saying what to install when `module` cannot be imported."""
+  try:
+    importlib.import_module(module)
+  except ImportError as error:
+    raise cli.CliError(f"{purpose} needs {module} ({error}): {install}") from error
+
+
 def export(
   workdir: str | os.PathLike,
   out_dir: str | os.PathLike,
   platforms: Sequence[str] = ("cpu",),
   onnx: bool = True,
 ) -> dict:
-  """Writes model.stablehlo, model.onnx (unless onnx=False) and contract.json to `out_dir`;
-  returns the contract."""
-  predictor = predict.Predictor(workdir)
-  os.makedirs(out_dir, exist_ok=True)
-  files = {"stablehlo": STABLEHLO_FILE}
-  with open(os.path.join(out_dir, STABLEHLO_FILE), "wb") as out:
-    out.write(export_stablehlo(predictor, platforms))
+  """Writes model.stablehlo, model.onnx (unless onnx=False) and contract.json to the new or empty
+  directory `out_dir`, which appears complete or not at all; returns the contract. Raises CliError
+  (a missing package, an unfinished run, an output that cannot be written) before any work."""
+  _require("flatbuffers", "StableHLO export (jax's Exported.serialize)", "pip install flatbuffers")
   if onnx:
-    try:
-      model = export_onnx(predictor)
-    except Exception as error:  # jax2onnx raises what its tracing and plugins raise.
-      raise OnnxExportError(
-        f"jax2onnx cannot convert the {predictor.config.student.backbone} network of "
-        f"{predictor.run_dir} ({type(error).__name__}: {error}); --no_onnx exports StableHLO only"
-      ) from error
-    with open(os.path.join(out_dir, ONNX_FILE), "wb") as out:
-      out.write(model.SerializeToString())
-    files["onnx"] = ONNX_FILE
-  description = contract(predictor, files)
-  with open(os.path.join(out_dir, CONTRACT_FILE), "w") as out:
-    json.dump(description, out, indent=2)
+    _require("jax2onnx", "ONNX export", 'pip install "lead_kt[export]", or give --no-onnx')
+  cli.require_finished_run(predict.resolve_run_dir(workdir))
+  with cli.output_directory(out_dir) as staging:
+    predictor = predict.Predictor(workdir)
+    files = {"stablehlo": STABLEHLO_FILE}
+    (staging / STABLEHLO_FILE).write_bytes(export_stablehlo(predictor, platforms))
+    if onnx:
+      try:
+        model = export_onnx(predictor)
+      except Exception as error:  # jax2onnx raises what its tracing and plugins raise.
+        raise OnnxExportError(
+          f"jax2onnx cannot convert the {predictor.config.student.backbone} network of "
+          f"{predictor.run_dir} ({type(error).__name__}: {error}); --no-onnx exports StableHLO "
+          "only"
+        ) from error
+      (staging / ONNX_FILE).write_bytes(model.SerializeToString())
+      files["onnx"] = ONNX_FILE
+    description = contract(predictor, files)
+    (staging / CONTRACT_FILE).write_text(json.dumps(description, indent=2))
   return description
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-    prog="python -m lead_kt.export", description=__doc__.split("\n")[0]
-  )
+  parser = cli.ArgumentParser(prog="python -m lead_kt.export", description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True, help="a finished run directory")
-  parser.add_argument("--out", required=True, help="directory for the exported files")
+  parser.add_argument("--out", required=True, help="new or empty directory for the exported files")
   parser.add_argument(
     "--platforms", default="cpu", help="comma-separated jax.export platforms (cpu, cuda, tpu)"
   )
-  parser.add_argument("--no_onnx", action="store_true", help="skip the ONNX file")
+  parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX file (--no_onnx too)")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
   compilation_cache.enable()
   try:
     description = export(args.workdir, args.out, args.platforms.split(","), not args.no_onnx)
-  except (predict.RunDirError, OnnxExportError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+  except (predict.RunDirError, OnnxExportError, cli.CliError) as error:
+    return cli.report(error)
   print(json.dumps(description["files"]))
   return 0
 

@@ -102,3 +102,73 @@ def test_onnx_conversion_keeps_linens_max_pool_with_positional_arguments():
   (out,) = session.run(None, {"windows": x})
   np.testing.assert_allclose(out, np.asarray(pool(x)), atol=1e-6)
   assert nn.max_pool.__module__ == "flax.linen.pooling"  # Put back after the conversion.
+
+
+def _error_line(capsys) -> str:
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+  return line
+
+
+def test_an_existing_export_is_never_mixed_with_another(exported, capsys):
+  """A second export into a folder that holds one is refused, and the folder keeps the first."""
+  out_dir, _ = exported
+  before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+  argv = ["--workdir", run_fixture.tiny_run(), "--out", str(out_dir), "--no_onnx"]
+  assert export.main(argv) == 2
+  assert "exists and is not an empty directory" in _error_line(capsys)
+  assert {path.name: path.read_bytes() for path in out_dir.iterdir()} == before
+
+
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch, capsys):
+  def broken(predictor):
+    raise RuntimeError("the converter broke")
+
+  monkeypatch.setattr(export, "export_onnx", broken)
+  out_dir = tmp_path / "exported"
+  assert export.main(["--workdir", run_fixture.tiny_run(), "--out", str(out_dir)]) == 2
+  assert "jax2onnx cannot convert the fcn_wang network" in _error_line(capsys)
+  assert list(tmp_path.iterdir()) == []  # no model.stablehlo, no half-written folder
+
+
+def test_without_flatbuffers_export_says_what_to_install_and_writes_nothing(
+  tmp_path, monkeypatch, capsys
+):
+  monkeypatch.setitem(sys.modules, "flatbuffers", None)  # as after an install without it
+  monkeypatch.delitem(sys.modules, "jax._src.export.serialization", raising=False)
+  out_dir = tmp_path / "exported"
+  assert export.main(["--workdir", run_fixture.tiny_run(), "--out", str(out_dir)]) == 2
+  line = _error_line(capsys)
+  assert "StableHLO export (jax's Exported.serialize) needs flatbuffers" in line
+  assert line.endswith(": pip install flatbuffers")
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_without_jax2onnx_export_names_the_extra_and_stablehlo_still_works(
+  tmp_path, monkeypatch, capsys, real_windows
+):
+  monkeypatch.setitem(sys.modules, "jax2onnx", None)
+  run_dir = run_fixture.tiny_run()
+  assert export.main(["--workdir", run_dir, "--out", str(tmp_path / "onnx")]) == 2
+  line = _error_line(capsys)
+  assert "ONNX export needs jax2onnx" in line
+  assert line.endswith(': pip install "lead_kt[export]", or give --no-onnx')
+  assert list(tmp_path.iterdir()) == []
+  assert export.main(["--workdir", run_dir, "--out", str(tmp_path / "hlo"), "--no-onnx"]) == 0
+  assert sorted(p.name for p in (tmp_path / "hlo").iterdir()) == [
+    export.CONTRACT_FILE,
+    export.STABLEHLO_FILE,
+  ]
+  windows, original = real_windows
+  model = jax.export.deserialize((tmp_path / "hlo" / export.STABLEHLO_FILE).read_bytes())
+  np.testing.assert_allclose(np.asarray(model.call(windows[:3])), original[:3], atol=1e-4)
+
+
+def test_an_unfinished_or_missing_workdir_is_one_line(tmp_path, capsys):
+  (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+  for workdir, message in (("run", "has not finished"), ("nowhere", "nowhere does not exist")):
+    argv = ["--workdir", str(tmp_path / workdir), "--out", str(tmp_path / "out")]
+    assert export.main(argv) == 2
+    assert message in _error_line(capsys)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
