@@ -1,6 +1,7 @@
 """Compare finished runs: markdown tables with 95% CIs, paired differences and plots.
 
   python -m lead_kt.report --workdirs DIR1 DIR2 ... --out OUT [--baseline DIR ...]
+      [--labels NAME1 NAME2 ...]
 
 A run directory holds ``results.json`` (method, dataset, backbone, student_leads, class_names, ...)
 and ``predictions/{validation,test}.npz`` (``scores`` [n, C], ``labels`` [n, C], ``index`` [n]).
@@ -11,15 +12,23 @@ validation split, and a cross-validated run is pooled by concatenating its folds
 (each binarised with its own fold's thresholds), so its AUC and bootstrap CIs are over all pooled
 test records.
 
+A row is named after its run: the method, or the sweep's variant name where the run directory (or,
+for a transfer run's ``student/``, the directory above it) is named neither after the method nor
+``<method>_<lead>``; runs that would still share a row (the same method, leads and backbone) add
+as many of their workdir's last folders as tell them apart, e.g. ``mvkt (a/student)``.
+``--labels`` names the ``--workdirs`` rows instead, one label per directory, in order.
+
 With ``--baseline``, every run is paired (same test records, paired bootstrap) with the baseline of
 its own dataset and leads, or with the dataset's only baseline.
 
 Writes ``OUT/report.md`` and, per dataset, ``roc_<dataset>.png``, ``f1_<dataset>.png`` and, when the
-runs cover several student leads, ``per_lead_<dataset>.png``.
+runs cover several student leads, ``per_lead_<dataset>.png``. OUT's parent must take a new
+directory (checked before any work); the files are made beside OUT and moved into it at the end,
+``report.md`` last, each replacing an older one of its name.
 """
 
-import argparse
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -30,9 +39,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from lead_kt import metrics
+from lead_kt import cli, metrics
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = cli.RESULTS_FILE
 REQUIRED_KEYS = ("method", "dataset", "backbone", "student_leads", "class_names")
 STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -56,17 +65,23 @@ class Run:
   # record order of ``keys``; ``scores`` and ``thresholds`` are the first seed's (for the plots).
   seeds: tuple[str, ...] = ()
   members: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+  # The row's name when given (--labels, or the name with the workdir added where runs share one).
+  title: str | None = None
 
   @property
   def name(self) -> str:
-    """The method, or the sweep's variant name (the run directory's, e.g. ``mvkt_infonce``)
-    where that is neither the method nor ``<method>_<lead>``."""
+    """The title; else the method, or the sweep's variant name (the run directory's, e.g.
+    ``mvkt_infonce``, or for a transfer run's ``student/`` the one above it) where that is
+    neither the method nor ``<method>_<lead>``."""
+    if self.title:
+      return self.title
     method = self.results["method"]
     leads = self.results["student_leads"] or ()
     plain = {method, *(f"{method}_{lead}" for lead in leads)}
-    return (
-      method if self.path.name in plain or self.path.name.startswith("fold_") else (self.path.name)
-    )
+    folder = self.path.parent if self.path.name == "student" else self.path
+    if folder.name in plain or folder.name.startswith(("fold_", "seed_")):
+      return method
+    return folder.name
 
   @property
   def runs(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -109,9 +124,7 @@ def leads_label(student_leads: Sequence[str] | None) -> str:
 
 
 def _read_results(run_dir: Path) -> dict:
-  path = run_dir / RESULTS_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{run_dir}: no {RESULTS_FILE} (nor fold_*/{RESULTS_FILE}) found")
+  path = cli.require_finished_run(run_dir) / RESULTS_FILE
   results = json.loads(path.read_text())
   missing = [key for key in REQUIRED_KEYS if key not in results]
   if missing:
@@ -151,8 +164,6 @@ def load_run(path: str | Path) -> Run:
   """Loads a run directory, a directory of ``fold_*`` runs pooled into one run, or a directory of
   ``seed_*`` runs (each a run or folds) of one configuration trained with several seeds."""
   path = Path(path)
-  if not path.is_dir():
-    raise FileNotFoundError(f"{path}: workdir does not exist")
   seed_dirs = _seed_dirs(path)
   if seed_dirs and not (path / RESULTS_FILE).is_file():
     finished = [d for d in seed_dirs if (d / RESULTS_FILE).is_file() or _fold_dirs(d)]
@@ -541,6 +552,24 @@ METHODS_NOTE = (
 )
 
 
+def with_distinct_rows(runs: Sequence[Run]) -> list[Run]:
+  """The runs, those without a title that share a row with another run of their dataset titled
+  with as many of their workdir's last folders as tell them apart (``mvkt (a/student)``)."""
+  rows = [(run.dataset, run.row) for run in runs]
+  titled = list(runs)
+  for row in dict.fromkeys(row for row in rows if rows.count(row) > 1):
+    members = [k for k, other in enumerate(rows) if other == row and runs[k].title is None]
+    depth = next(
+      depth
+      for depth in itertools.count(1)
+      if len({runs[k].path.parts[-depth:] for k in members}) == len(members)
+    )
+    for k in members:
+      folders = "/".join(runs[k].path.parts[-depth:])
+      titled[k] = dataclasses.replace(runs[k], title=f"{runs[k].name} ({folders})")
+  return titled
+
+
 def _group_by_dataset(runs: Sequence[Run]) -> dict[str, list[int]]:
   """Dataset -> indices of its runs; errors if they disagree on class_names or share a row."""
   groups: dict[str, list[int]] = {}
@@ -555,7 +584,8 @@ def _group_by_dataset(runs: Sequence[Run]) -> dict[str, list[int]]:
       if rows.count(runs[k].row) > 1:
         raise ValueError(
           f"several runs of dataset {dataset} fill the table row {runs[k].label!r}: "
-          f"{[str(runs[j].path) for j in members if runs[j].row == runs[k].row]}"
+          f"{[str(runs[j].path) for j in members if runs[j].row == runs[k].row]}; give each "
+          "its own --labels"
         )
   return groups
 
@@ -640,11 +670,30 @@ def write_report(
   baselines: Sequence[str | Path] = (),
   n_boot: int = 1000,
   seed: int = 0,
+  labels: Sequence[str] = (),
 ) -> Path:
-  """Writes OUT/report.md and its PNGs (baselines are added to the runs); returns the .md path."""
-  out = Path(out)
+  """Writes OUT/report.md and its PNGs (baselines are added to the runs); returns the .md path.
+  `labels`: row names of the `workdirs`, in order (none: named after the runs)."""
+  if labels and len(labels) != len(workdirs):
+    raise ValueError(f"{len(labels)} --labels for {len(workdirs)} --workdirs: give one per workdir")
+  with cli.output_directory(out, update=True, last="report.md") as staging:
+    _write_report(workdirs, staging, baselines, n_boot, seed, labels)
+  return Path(out) / "report.md"
+
+
+def _write_report(
+  workdirs: Sequence[str | Path],
+  out: Path,
+  baselines: Sequence[str | Path],
+  n_boot: int,
+  seed: int,
+  labels: Sequence[str],
+) -> None:
+  """`write_report` into the new directory `out`."""
+  titles = {Path(p).resolve(): label for p, label in zip(workdirs, labels, strict=False)}
   paths = list(dict.fromkeys(Path(p).resolve() for p in [*workdirs, *baselines]))
-  loaded = dict(zip(paths, _on_common_folds([load_run(path) for path in paths]), strict=True))
+  runs = [dataclasses.replace(load_run(path), title=titles.get(path)) for path in paths]
+  loaded = dict(zip(paths, with_distinct_rows(_on_common_folds(runs)), strict=True))
   runs = list(loaded.values())
   groups = _group_by_dataset(runs)
   baseline_runs = _baselines_by_dataset(
@@ -659,7 +708,6 @@ def write_report(
     if run.folds
   ]
   lines += ["", *pooled] if pooled else []
-  out.mkdir(parents=True, exist_ok=True)
   for dataset, members in groups.items():
     lines += _dataset_section(
       [runs[k] for k in members],
@@ -669,15 +717,11 @@ def write_report(
       n_boot,
       seed,
     )
-  report = out / "report.md"
-  report.write_text("\n".join(lines) + "\n")
-  return report
+  (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(
-    prog="python -m lead_kt.report", description=__doc__.split("\n")[0]
-  )
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = cli.ArgumentParser(prog="python -m lead_kt.report", description=__doc__.split("\n")[0])
   parser.add_argument("--workdirs", nargs="+", required=True, help="run (or fold-parent) dirs")
   parser.add_argument("--out", required=True, help="output directory for report.md and PNGs")
   parser.add_argument(
@@ -687,12 +731,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     help="baseline run dir(s): one per dataset, or one per dataset and lead set (per-lead studies:"
     " each run is paired with the baseline of its own leads)",
   )
+  parser.add_argument(
+    "--labels", nargs="+", default=[], help="row names of the --workdirs, one each, in order"
+  )
   parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
   parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
   args = parser.parse_args(argv)
-  report = write_report(args.workdirs, args.out, args.baseline, args.n_boot, args.seed)
+  try:
+    report = write_report(
+      args.workdirs, args.out, args.baseline, args.n_boot, args.seed, args.labels
+    )
+  except (cli.CliError, ValueError, OSError) as error:
+    return cli.report(error)
   print(f"wrote {report}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

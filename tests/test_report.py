@@ -107,10 +107,21 @@ def test_cross_validated_runs_are_reported_on_the_folds_all_have_finished(tmp_pa
   assert all(key.startswith("fold_2/") for key in restricted.keys)
 
 
-def test_missing_results_json(tmp_path):
+def test_a_missing_unfinished_or_foreign_workdir_is_one_line_saying_which(tmp_path, capsys):
   (tmp_path / "empty").mkdir()
-  with pytest.raises(FileNotFoundError, match="no results.json"):
-    report.main(["--workdirs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+  unfinished = tmp_path / "unfinished"
+  (unfinished / "checkpoints").mkdir(parents=True)
+  (unfinished / "run_identity.json").write_text("{}")
+  for workdir, message in (
+    ("missing", "missing does not exist"),
+    ("unfinished", "unfinished is a run that has not finished (no results.json yet): resume it"),
+    ("empty", "empty is not a lead_kt run directory (no results.json)"),
+  ):
+    argv = ["--workdirs", str(tmp_path / workdir), "--out", str(tmp_path / "out")]
+    assert report.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_baseline_on_other_records_or_dataset_is_refused(tmp_path):
@@ -120,7 +131,7 @@ def test_baseline_on_other_records_or_dataset_is_refused(tmp_path):
     report.compare_to_baseline(report.load_run(shifted), report.load_run(baseline), 10, 0)
   other = _write_run(tmp_path / "other", "mvkt", ["I"], noise=1.0, seed=2, dataset="cpsc2018")
   with pytest.raises(ValueError, match="no --baseline run given for dataset"):
-    report.main(["--workdirs", str(other), "--baseline", str(baseline), "--out", str(tmp_path)])
+    report.write_report([other], tmp_path / "out", [baseline])
   with pytest.raises(ValueError, match="dataset cpsc2018"):
     report.compare_to_baseline(report.load_run(other), report.load_run(baseline), 10, 0)
 
@@ -147,9 +158,9 @@ def test_per_lead_runs_are_paired_with_the_baseline_of_their_own_lead(tmp_path):
   assert any(r.startswith("| mvkt | II | ") and "| baseline (II, resnet1d) |" in r for r in rows)
   # Two baselines of other leads: the 12-lead teacher has no baseline of its own to pair with.
   assert not any(r.startswith("| teacher |") for r in rows)
+  again = shutil.copytree(base_i, tmp_path / "baseline_I_again")
   with pytest.raises(ValueError, match="baseline_I_again"):  # one baseline per lead set
-    again = shutil.copytree(base_i, tmp_path / "baseline_I_again")
-    report.main(argv + ["--baseline", str(base_i), str(again)])
+    report.write_report([mvkt_i, mvkt_ii, teacher], out, [base_i, again])
 
 
 def test_seeds_are_averaged_and_paired_seed_by_seed(tmp_path):
@@ -206,3 +217,68 @@ def test_runs_are_paired_with_the_baseline_of_their_own_windows(tmp_path):
   )
   text = (out / "report.md").read_text()
   assert "| mvkt_whole | I | resnet1d | baseline_whole (I, resnet1d) |" in text
+
+
+def test_students_of_transfer_runs_are_named_after_their_runs(tmp_path):
+  """Every transfer method names its student `student`: the rows are the runs' methods, and
+  runs of one method add their workdir (the flags in either spelling)."""
+  mvkt = _write_run(tmp_path / "mvkt" / "student", "mvkt", ["I"], noise=1.0, seed=1)
+  kd = _write_run(tmp_path / "kd" / "student", "kd", ["I"], noise=1.5, seed=2)
+  again = _write_run(tmp_path / "b" / "mvkt" / "student", "mvkt", ["I"], noise=1.2, seed=3)
+  out = tmp_path / "out"
+  argv = ["--workdirs", str(mvkt), str(kd), str(again), "--out", str(out), "--n_boot", "20"]
+  assert report.main(argv) == 0
+  rows = [
+    line for line in (out / "report.md").read_text().splitlines() if "| I | resnet1d |" in line
+  ]
+  names = {row.split("|")[1].strip() for row in rows}
+  assert "kd" in names
+  assert {f"mvkt ({tmp_path.name}/mvkt/student)", "mvkt (b/mvkt/student)"} <= names
+
+
+def test_labels_name_the_rows(tmp_path, capsys):
+  first = _write_run(tmp_path / "a" / "student", "mvkt", ["I"], noise=1.0, seed=1)
+  second = _write_run(tmp_path / "b" / "student", "mvkt", ["I"], noise=1.5, seed=2)
+  out = tmp_path / "out"
+  argv = ["--workdirs", str(first), str(second), "--out", str(out), "--n-boot", "20"]
+  assert report.main([*argv, "--labels", "MVKT tau 0.07", "MVKT tau 0.2"]) == 0
+  text = (out / "report.md").read_text()
+  assert "| MVKT tau 0.07 | I | resnet1d | " in text and "| MVKT tau 0.2 | I | resnet1d | " in text
+  assert report.main([*argv, "--labels", "only one"]) == 2
+  assert "1 --labels for 2 --workdirs" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+  run = _write_run(tmp_path / "mvkt", "mvkt", ["I"], noise=1.0, seed=1)
+  (tmp_path / "a_file").write_text("")
+
+  def no_work(path):
+    raise AssertionError("the runs were read before the output was checked")
+
+  monkeypatch.setattr(report, "load_run", no_work)
+  assert report.main(["--workdirs", str(run), "--out", str(tmp_path / "a_file" / "out")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: cannot write ") and "a_file is a file" in err
+  assert err.count("\n") == 1
+
+
+def test_a_report_appears_whole_or_leaves_the_old_one(tmp_path, monkeypatch):
+  run = _write_run(tmp_path / "mvkt", "mvkt", ["I"], noise=1.0, seed=1)
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "report.md").write_text("the old report\n")
+  (out / "notes.txt").write_text("kept")
+
+  def broken_plot(*args):
+    raise ValueError("plotting failed")
+
+  with monkeypatch.context() as patch:
+    patch.setattr(report, "plot_f1", broken_plot)
+    assert report.main(["--workdirs", str(run), "--out", str(out), "--n-boot", "20"]) == 2
+  assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.md"]
+  assert (out / "report.md").read_text() == "the old report\n"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["mvkt", "out"]  # nothing half-written
+  assert report.main(["--workdirs", str(run), "--out", str(out), "--n-boot", "20"]) == 0
+  assert (out / "report.md").read_text().startswith("# Run comparison")
+  assert (out / "notes.txt").read_text() == "kept"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["mvkt", "out"]
