@@ -2,7 +2,10 @@
 
   python -m lead_kt.diagnose --workdir=runs/ablations/mvkt/seed_0 [--batches=16]
 
-Writes ``WORKDIR/diagnostics.json`` and prints it:
+WORKDIR is a finished MVKT run: its top directory or its ``student/``. Writes
+``diagnostics.json`` into the student run, once everything is measured, and prints it; nothing else
+is written. A workdir that does not exist, has not finished or is not an MVKT run is one line
+``error: ...`` (exit status 2).
 
 - ``gradient``: on ``--batches`` training batches (train mode, as the step sees them), the norm of
   each weighted loss term's gradient over the student backbone (BCE, alpha * MKD, beta * CLT), each
@@ -28,11 +31,13 @@ from etils import epath
 
 from lead_kt import (
   checkpoint,
+  cli,
   compilation_cache,
   input_pipeline,
   logger,
   methods,
   metrics,
+  predict,
   sharding,
   train,
 )
@@ -91,19 +96,24 @@ def gradient_shares(method, config, params, state, batches) -> dict:
 
 
 def diagnose(workdir: str, num_batches: int = 16) -> dict:
-  workdir = checkpoint.absolute_path(workdir)
+  """The measurements of the finished MVKT run `workdir` (its top directory or its student/).
+  Reads the run and writes nothing; raises CliError for a workdir that is not a finished run,
+  ValueError for a run of another method."""
+  workdir = checkpoint.absolute_path(cli.require_finished_run(predict.resolve_run_dir(workdir)))
   results = json.loads((workdir / "results.json").read_text())
   config = ml_collections.ConfigDict(results["config"])
   if config.method != "mvkt":
     raise ValueError(f"{workdir}: lead_kt.diagnose measures MVKT runs, this is {config.method!r}")
+  normalization = workdir / "normalization.json"
+  if not normalization.exists():
+    raise cli.CliError(f"{normalization} is missing: is {workdir} a finished lead_kt run?")
   info = input_pipeline.dataset_info(config.data)
   first_labels = None
   if config.clt.negatives == "other_class":
     first_labels = input_pipeline.split_first_labels(config.data, "train")
   method = methods.create(config, info.num_classes, info.split_sizes["train"], first_labels)
-  normalizer = input_pipeline.load_or_fit_normalizer(
-    config.data, str(workdir / "normalization.json")
-  )
+  # The file exists: this loads it (and never fits and writes one).
+  normalizer = input_pipeline.load_or_fit_normalizer(config.data, str(normalization))
   data_sharding = sharding.batch_sharding(sharding.make_mesh(config.mesh.model))
   train_iter = input_pipeline.train_iterator(
     config.data, normalizer, config.batch_size, data_sharding, config.seed
@@ -152,20 +162,25 @@ def diagnose(workdir: str, num_batches: int = 16) -> dict:
   return report
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logger.quiet_library_logs()
   compilation_cache.enable()
-  report = diagnose(flags.FLAGS.workdir, flags.FLAGS.batches)
+  try:
+    report = diagnose(flags.FLAGS.workdir, flags.FLAGS.batches)
+  except (cli.CliError, checkpoint.CheckpointError, ValueError, OSError) as error:
+    logging.debug("diagnose stopped", exc_info=True)
+    return cli.report(error)
   out = epath.Path(report["workdir"]) / "diagnostics.json"
-  out.write_text(json.dumps(report, indent=2))
+  train._write_atomically(out, json.dumps(report, indent=2))
   logging.info("wrote %s", out)
   print(json.dumps(report, indent=2))
+  return 0
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "A finished MVKT run directory (its student run).")
+  flags.DEFINE_string("workdir", None, "A finished MVKT run: its top directory or its student/.")
   flags.DEFINE_integer("batches", 16, "Training batches to measure the gradients on.")
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_absl_flags)
