@@ -1,6 +1,10 @@
 """Command line of lead_kt: parses flags and calls ``train.train_and_evaluate``.
 
 python -m lead_kt.main --config=configs/mvkt.py --workdir=runs/mvkt [--config.key=value ...]
+
+A config override of a field that does not exist, a wrong value, an unknown backbone, a teacher or
+init run that does not fit: one line `error: <message>` on stderr and exit status 2
+(`--verbosity=1` logs the traceback too).
 """
 
 import os
@@ -12,7 +16,7 @@ from ml_collections import config_flags
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from lead_kt import compilation_cache, logger, sharding, train
+  from lead_kt import compilation_cache, logger, sharding
 
   logger.quiet_library_logs()
   compilation_cache.enable()
@@ -23,7 +27,23 @@ def main(argv):
     config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = os.path.join("runs", config_name)
   logging.info("workdir %s\n%s", workdir, flags.FLAGS.config)
-  train.train_and_evaluate(flags.FLAGS.config, workdir)
+  return run(flags.FLAGS.config, workdir)
+
+
+def run(config, workdir: str) -> int:
+  """Trains `config` in `workdir`; returns the exit status, 2 after a one-line error."""
+  from lead_kt import checkpoint, cli, train
+
+  try:
+    train.train_and_evaluate(config, workdir)
+  # What the trainer raises for a config or a run directory that does not fit (ConfigError,
+  # InitError and the methods' checks are ValueErrors, a field that does not exist a KeyError) and
+  # for files it cannot read or write (OSError: also a --config file that could not be loaded,
+  # which ml_collections reports at the config's first use).
+  except (checkpoint.CheckpointError, ValueError, KeyError, OSError) as error:
+    logging.debug("the run stopped", exc_info=True)
+    return cli.report(error)
+  return 0
 
 
 def _define_flags() -> None:
@@ -40,5 +60,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
+  from lead_kt import cli
+
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_absl_flags)
