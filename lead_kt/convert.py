@@ -39,16 +39,13 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from absl import logging
-from etils import epath
 
-from lead_kt import checkpoint, compilation_cache, ecg_io, interop, methods, predict, train
+from lead_kt import checkpoint, cli, compilation_cache, ecg_io, interop, methods, predict, train
 from lead_kt.data.normalization import Normalizer, fit_normalizer
 from lead_kt.interop import state_dicts
 
@@ -181,11 +178,6 @@ def run_config(
   return config
 
 
-def _check_out_dir(out_dir: str) -> None:
-  if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-    raise ConvertError(f"{out_dir} exists and is not an empty directory: choose another --out")
-
-
 def _leads(num_leads: int, leads: Sequence[str] | None) -> tuple[str, ...]:
   if leads is None:
     if num_leads != len(ecg_io.STANDARD_LEADS):
@@ -243,108 +235,96 @@ def convert(
   `normalization_source` says where the normalizer came from (recorded in converted_from);
   `head_seed`: a new head for `class_names` when the checkpoint's has another size;
   `preprocessing`: the contract the network's inputs follow (its normalizer is then "none").
-  Raises ConvertError (a bad input, named with its cause) before anything is written."""
-  _check_out_dir(out_dir)
-  if backbone not in interop.LAYOUTS:
-    raise ConvertError(
-      f"no PyTorch layout for --backbone {backbone}; supported: {', '.join(interop.LAYOUTS)}"
-    )
-  input_leads = _leads(num_leads, leads)
-  class_names = list(class_names)
-  if not class_names or len(set(class_names)) != len(class_names):
-    raise ConvertError(f"--class-names must name distinct classes, got {','.join(class_names)}")
-  if crop_len is not None and crop_len < 1:
-    raise ConvertError(f"--crop-len must be a positive number of samples, got {crop_len}")
-  window_seconds = WINDOW_SECONDS
-  if preprocessing:
-    contract = _contract(preprocessing, sampling_rate)
-    window_seconds = contract.record_seconds
-  crop_len = crop_len or round(window_seconds * sampling_rate)
-  _check_dataset(dataset, sampling_rate)
-  state_dict = read_state_dict(source)
-  try:
-    layers = state_dicts.layout(backbone, backbone_kwargs)
-  except TypeError as error:  # an option the backbone does not have
-    raise ConvertError(f"--backbone-kwargs: {error}") from error
-  head = [layer for layer in layers if layer.kind == "linear"][-1]
-  head_bias = state_dicts._unwrap(state_dict).get(f"{head.torch_prefixes[0]}.bias")
-  head_size = None if head_bias is None else tuple(head_bias.shape)[0]
-  new_head = head_size is not None and head_size != len(class_names)
-  if new_head and head_seed is None:
-    raise ConvertError(
-      f"{source}: the {backbone} head has {head_size} outputs but --class-names names "
-      f"{len(class_names)} classes (give --head-seed to start a new head for them)"
-    )
-  try:
-    variables = interop.from_torch(
-      backbone,
-      state_dict,
-      len(class_names),
-      num_leads,
-      head_rng=head_seed if new_head else None,
-      model_kwargs=backbone_kwargs,
-    )
-  except interop.StateDictError as error:
-    raise ConvertError(f"{source}: {error}") from error
+  Raises ConvertError (a bad input, named with its cause) or CliError (an `out_dir` that is not
+  new or empty, or cannot be written) before anything is written."""
+  with cli.output_directory(out_dir) as partial:
+    if backbone not in interop.LAYOUTS:
+      raise ConvertError(
+        f"no PyTorch layout for --backbone {backbone}; supported: {', '.join(interop.LAYOUTS)}"
+      )
+    input_leads = _leads(num_leads, leads)
+    class_names = list(class_names)
+    if not class_names or len(set(class_names)) != len(class_names):
+      raise ConvertError(f"--class-names must name distinct classes, got {','.join(class_names)}")
+    if crop_len is not None and crop_len < 1:
+      raise ConvertError(f"--crop-len must be a positive number of samples, got {crop_len}")
+    window_seconds = WINDOW_SECONDS
+    if preprocessing:
+      contract = _contract(preprocessing, sampling_rate)
+      window_seconds = contract.record_seconds
+    crop_len = crop_len or round(window_seconds * sampling_rate)
+    _check_dataset(dataset, sampling_rate)
+    state_dict = read_state_dict(source)
+    try:
+      layers = state_dicts.layout(backbone, backbone_kwargs)
+    except TypeError as error:  # an option the backbone does not have
+      raise ConvertError(f"--backbone-kwargs: {error}") from error
+    head = [layer for layer in layers if layer.kind == "linear"][-1]
+    head_bias = state_dicts._unwrap(state_dict).get(f"{head.torch_prefixes[0]}.bias")
+    head_size = None if head_bias is None else tuple(head_bias.shape)[0]
+    new_head = head_size is not None and head_size != len(class_names)
+    if new_head and head_seed is None:
+      raise ConvertError(
+        f"{source}: the {backbone} head has {head_size} outputs but --class-names names "
+        f"{len(class_names)} classes (give --head-seed to start a new head for them)"
+      )
+    try:
+      variables = interop.from_torch(
+        backbone,
+        state_dict,
+        len(class_names),
+        num_leads,
+        head_rng=head_seed if new_head else None,
+        model_kwargs=backbone_kwargs,
+      )
+    except interop.StateDictError as error:
+      raise ConvertError(f"{source}: {error}") from error
 
-  config = run_config(
-    backbone, input_leads, dataset, crop_len, normalizer.kind, preprocessing, backbone_kwargs
-  )
-  methods.validate(config)
-  source = os.path.abspath(source)
-  results = {
-    "method": config.method,
-    "dataset": dataset,
-    "backbone": backbone,
-    "teacher_backbone": None,
-    "student_leads": list(input_leads),
-    "class_names": class_names,
-    # No split of a lead_kt dataset was used: the network was trained elsewhere.
-    "split_sizes": {"train": 0, "validation": 0, "test": 0},
-    "sampling_rate": float(sampling_rate),
-    "crop_len": crop_len,
-    "eval_stride": max(crop_len // 2, 1),
-    "best_epoch": 0,
-    "history": [],
-    "validation": {},
-    "test": {"thresholds": dict.fromkeys(class_names, THRESHOLD)},
-    "converted_from": {
-      "file": source,
-      "sha256": file_sha256(source),
+    config = run_config(
+      backbone, input_leads, dataset, crop_len, normalizer.kind, preprocessing, backbone_kwargs
+    )
+    methods.validate(config)
+    source = os.path.abspath(source)
+    results = {
+      "method": config.method,
+      "dataset": dataset,
       "backbone": backbone,
-      "normalization": normalization_source,
-      "thresholds": f"{THRESHOLD} for every class (no validation split to choose them on)",
-      "head": f"new for {len(class_names)} classes (seed {head_seed}), the file's has {head_size}"
-      if new_head
-      else "the file's",
-      "arguments": list(arguments),
-    },
-    "config": json.loads(config.to_json_best_effort()),
-  }
-  out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  # Beside DIR, so that the rename stays on one file system; mkdir's permissions, as DIR's.
-  partial = epath.Path(parent) / f".{os.path.basename(out_dir)}.converting-{uuid.uuid4().hex}"
-  partial.mkdir()
-  try:
+      "teacher_backbone": None,
+      "student_leads": list(input_leads),
+      "class_names": class_names,
+      # No split of a lead_kt dataset was used: the network was trained elsewhere.
+      "split_sizes": {"train": 0, "validation": 0, "test": 0},
+      "sampling_rate": float(sampling_rate),
+      "crop_len": crop_len,
+      "eval_stride": max(crop_len // 2, 1),
+      "best_epoch": 0,
+      "history": [],
+      "validation": {},
+      "test": {"thresholds": dict.fromkeys(class_names, THRESHOLD)},
+      "converted_from": {
+        "file": source,
+        "sha256": file_sha256(source),
+        "backbone": backbone,
+        "normalization": normalization_source,
+        "thresholds": f"{THRESHOLD} for every class (no validation split to choose them on)",
+        "head": f"new for {len(class_names)} classes (seed {head_seed}), the file's has {head_size}"
+        if new_head
+        else "the file's",
+        "arguments": list(arguments),
+      },
+      "config": json.loads(config.to_json_best_effort()),
+    }
     ckpts = checkpoint.RunCheckpoints(str(partial), keep_latest=1, async_save=False)
     # A network without BatchNorm (ECGFounder's Net1D) has no batch statistics.
     stats = {"batch_stats": variables.get("batch_stats", {})}
     ckpts.save_best(0, {"params": variables["params"], "method_state": stats})
     ckpts.close()
     (partial / "checkpoints").rmdir()  # made empty by RunCheckpoints: nothing here resumes
-    train._write_atomically(
-      partial / "normalization.json", json.dumps(normalizer.to_dict(), indent=2)
-    )
+    (partial / "normalization.json").write_text(json.dumps(normalizer.to_dict(), indent=2))
     identity = train._identity(config, len(class_names))
-    train._write_atomically(partial / "run_identity.json", json.dumps(identity, indent=2))
-    train._write_atomically(partial / "results.json", json.dumps(results, indent=2))
-    os.rename(partial, out_dir)  # replaces an empty directory; fails on one filled meanwhile
-  except BaseException:
-    shutil.rmtree(partial, ignore_errors=True)
-    raise
-  return results
+    (partial / "run_identity.json").write_text(json.dumps(identity, indent=2))
+    (partial / "results.json").write_text(json.dumps(results, indent=2))
+    return results
 
 
 def _contract(name: str, sampling_rate: float):
@@ -375,9 +355,7 @@ def _numbers(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-    prog="python -m lead_kt.convert", description=__doc__.split("\n")[0]
-  )
+  parser = cli.ArgumentParser(prog="python -m lead_kt.convert", description=__doc__.split("\n")[0])
   parser.add_argument("--from-torch", required=True, metavar="FILE", help="torch.save'd state_dict")
   parser.add_argument("--backbone", required=True, help=f"one of {', '.join(interop.LAYOUTS)}")
   parser.add_argument("--num-leads", type=int, default=12, help="input leads of the network")
@@ -436,9 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       preprocessing=args.preprocessing,
       backbone_kwargs=args.backbone_kwargs,
     )
-  except ConvertError as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+  except (ConvertError, cli.CliError) as error:
+    return cli.report(error)
   print(os.path.abspath(args.out))
   return 0
 

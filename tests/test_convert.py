@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import run_fixture
 from train_helpers import tiny_config
 
 from lead_kt import convert, ecg_io, export, predict, train
@@ -236,3 +237,38 @@ def test_bad_inputs_are_named_with_the_cause(twin_file, tmp_path, capsys, case, 
 def test_the_normalisation_must_be_given(twin_file, tmp_path):
   with pytest.raises(SystemExit):
     convert.main(arguments(twin_file[0], tmp_path / "converted"))
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_reading_the_weights(
+  twin_file, tmp_path, monkeypatch, capsys
+):
+  def unread(path):
+    raise AssertionError("the weights were read before the output was checked")
+
+  monkeypatch.setattr(convert, "read_state_dict", unread)
+  (tmp_path / "a_file").write_text("")
+  out = tmp_path / "a_file" / "converted"
+  argv = arguments(twin_file[0], out, "--mean", "0", "--std", "1")
+  argv = ["--" + arg[2:].replace("-", "_") if arg.startswith("--") else arg for arg in argv]
+  assert "--num_leads" in argv and "--class_names" in argv  # the other spelling of each flag
+  assert convert.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err == f"error: cannot write {out}: {tmp_path / 'a_file'} is a file, not a directory\n"
+
+
+def test_a_converted_teacher_is_scored_on_a_dataset_and_reported(converted, tmp_path):
+  """The evaluation gives the converted network the scores and thresholds it lacks."""
+  from lead_kt import evaluate, report
+
+  data_dir = run_fixture.run_config(run_fixture.tiny_run()).data.data_dir
+  scored = tmp_path / "torch_teacher_on_ptbxl"
+  argv = ["--workdir", str(converted), "--out", str(scored), "--data_dir", data_dir]
+  assert evaluate.main(argv) == 0
+  results = json.loads((scored / "results.json").read_text())
+  assert results["method"] == "teacher" and results["split_sizes"]["test"] == 53
+  low, high = results["test"]["ci95"]["macro_auc"]
+  assert low <= results["test"]["macro_auc"] <= high
+  assert set(results["test"]["thresholds"]) == set(CLASSES)
+  out = tmp_path / "report"
+  assert report.main(["--workdirs", str(scored), "--out", str(out), "--n-boot", "20"]) == 0
+  assert "| torch_teacher_on_ptbxl | 12 leads | fcn_wang | " in (out / "report.md").read_text()
