@@ -172,3 +172,16 @@ def test_an_unfinished_or_missing_workdir_is_one_line(tmp_path, capsys):
     assert export.main(argv) == 2
     assert message in _error_line(capsys)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+  def no_work(workdir):
+    raise AssertionError("the run was loaded before the output was checked")
+
+  monkeypatch.setattr(predict, "Predictor", no_work)
+  (tmp_path / "a_file").write_text("")
+  out_dir = tmp_path / "a_file" / "exported"
+  assert export.main(["--workdir", run_fixture.tiny_run(), "--out", str(out_dir)]) == 2
+  assert _error_line(capsys) == (
+    f"error: cannot write {out_dir}: {tmp_path / 'a_file'} is a file, not a directory"
+  )
