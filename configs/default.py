@@ -28,6 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.eval_aggregate = "max"  # max (benchmark) | mean
   c.data.worker_count = 0
   c.data.cv_test_fold = 0  # 0 = official splits; k = cross-validation fold k as test
+  # Train on all but one part of the train split: its records are cut into holdout_parts parts
+  # (a fixed permutation, lead_kt/data/train.py) and part holdout_part (1..K) is left out. The
+  # out-of-fold teachers (teacher.target) are such runs. 0 = the whole train split.
+  c.data.holdout_parts = 0
+  c.data.holdout_part = 0
 
   # The network trained by this run (for teacher runs it reads all 12 leads). The defaults are
   # small so that the quick start (teacher + MVKT student on the bundled sample) takes minutes on
@@ -50,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher.dtype = "float32"
   c.teacher.checkpoint = ""  # a teacher run's workdir; "" = train one first into WORKDIR/teacher
   c.teacher.num_epochs = -1  # -1 = num_epochs
+  c.teacher.eval_every_epochs = 1  # the teacher run's validation interval (eval_every_epochs)
   # The teacher run trained first (no teacher.checkpoint) starts from this run directory (e.g. a
   # converted foundation model; its contract data.preprocessing comes with it), and with
   # freeze_backbone trains only its head: see student.init_from.
@@ -59,6 +65,15 @@ def get_config() -> ml_collections.ConfigDict:
   # warm-up, warmup_lr = 1e-3); empty = the student's optimizer.
   c.teacher.optimizer = ml_collections.ConfigDict()
   c.teacher.kwargs = ml_collections.ConfigDict()
+  # What the student is taught with: single (one teacher trained on the whole train split) | oof
+  # (out-of-fold: oof_parts teachers, each trained without one part of the train split; every
+  # training record is taught by the teacher that did not see it) | ensemble (the mean of the
+  # oof_parts teachers' outputs). oof and ensemble evaluate agreement with the ensemble.
+  c.teacher.target = "single"
+  c.teacher.oof_parts = 5
+  # Fields of `augment` that the teacher run trained first sets (it trains without augmentation
+  # otherwise, as a teacher trained before this option did).
+  c.teacher.augment = ml_collections.ConfigDict()
 
   c.batch_size = 64  # global, over all devices and processes
   c.eval_batch_size = 128
@@ -83,6 +98,24 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.milestones = (30,)
   c.optimizer.decay_rate = 0.1
   c.optimizer.clip_grad_norm = 0.0  # 0 = no clipping
+
+  # On-device augmentation of every method's training batches (lead_kt/augment.py), applied to
+  # the 12-lead view before the student's leads are cut from it. Strengths in normalised units;
+  # 0 = off. All off by default.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.scale = 0.0  # std of the log amplitude factor per record (0.1: about +-10 %)
+  c.augment.noise = 0.0  # the largest white-noise std per record (each record's is uniform below)
+  c.augment.wander = 0.0  # the largest amplitude of a baseline-wander sinusoid per record
+  c.augment.wander_max_hz = 0.5  # its frequency is uniform in [0.05, wander_max_hz] Hz
+  c.augment.shift = 0.0  # the largest time shift, as a fraction of the crop (zero-filled)
+  c.augment.mixup = 0.0  # Beta(mixup, mixup) weight of whole-crop mixup; 0 = off
+  c.augment.cutmix = 0.0  # Beta(cutmix, cutmix) share kept by a time-segment mix; 0 = off
+  c.augment.mix_prob = 1.0  # probability that a batch is mixed (by mixup or cutmix, one of them)
+  # Weight of the label (BCE) term in kd and mvkt; 0 = pure function matching (the student only
+  # matches the teacher, on mixed inputs too).
+  c.label_weight = 1.0
+  # Validation (and the checkpoint it selects) every this many epochs, and after the last.
+  c.eval_every_epochs = 1
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep_latest = 2

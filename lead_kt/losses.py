@@ -116,14 +116,30 @@ def kd_kl(
   gradient scale independent of ``T``, as in Hinton et al.).
   """
   _check_same_shape("kd_kl student/teacher logits", student_logits, teacher_logits)
-  student = student_logits / temperature
-  teacher = jax.lax.stop_gradient(teacher_logits) / temperature
+  kl = bernoulli_kl(student_logits / temperature, teacher_logits / temperature)
+  return masked_mean(temperature**2 * jnp.sum(kl, axis=-1), mask)
+
+
+def bernoulli_kl(student_logits: jax.Array, teacher_logits: jax.Array) -> jax.Array:
+  """Per-class ``KL(Bern(sigmoid(teacher)) || Bern(sigmoid(student)))``, ``[B, C]``."""
+  teacher = jax.lax.stop_gradient(teacher_logits)
   p_teacher = jax.nn.sigmoid(teacher)
   # log sigmoid terms keep the KL finite for saturated logits.
-  kl = p_teacher * (jax.nn.log_sigmoid(teacher) - jax.nn.log_sigmoid(student)) + (
+  return p_teacher * (jax.nn.log_sigmoid(teacher) - jax.nn.log_sigmoid(student_logits)) + (
     1.0 - p_teacher
-  ) * (jax.nn.log_sigmoid(-teacher) - jax.nn.log_sigmoid(-student))
-  return masked_mean(temperature**2 * jnp.sum(kl, axis=-1), mask)
+  ) * (jax.nn.log_sigmoid(-teacher) - jax.nn.log_sigmoid(-student_logits))
+
+
+def agreement(student_logits: jax.Array, teacher_logits: jax.Array) -> dict[str, jax.Array]:
+  """How closely a student follows its teacher, per example ``[B]`` (big_vision's distillation
+  evaluators track the same): ``teacher_kl``, the Bernoulli KL summed over classes at T = 1, and
+  ``teacher_agreement``, the share of classes where both decide alike at probability 0.5."""
+  return {
+    "teacher_kl": jnp.sum(bernoulli_kl(student_logits, teacher_logits), axis=-1),
+    "teacher_agreement": jnp.mean((student_logits > 0) == (teacher_logits > 0), axis=-1).astype(
+      student_logits.dtype
+    ),
+  }
 
 
 def fitnet(

@@ -10,7 +10,9 @@ fold k in turn as test, fold k % 10 + 1 as validation, the rest train; empty = t
 split), ``seeds`` (each student run once per seed; empty = ``config.seed``) and ``overrides``
 (per run name, (dotted field, value) pairs set on its runs only). One 12-lead teacher (of
 ``config.seed``) is trained per fold into ``WORKDIR/teacher[/fold_k]`` and every transfer run of
-that fold distils from it. Runs land in ``WORKDIR/<name>[_<lead>][/seed_s][/fold_k]``, which
+that fold distils from it; runs with out-of-fold or ensemble targets (``teacher.target``) distil
+from the fold's K part teachers in ``WORKDIR/teacher_oofK[/fold_k]/part_j``, trained before the
+first run that needs them. Runs land in ``WORKDIR/<name>[_<lead>][/seed_s][/fold_k]``, which
 ``python -m lead_kt.report --workdirs WORKDIR/*`` reads (folds pooled, seeds paired). A finished
 run is not repeated; an interrupted one resumes from its checkpoint.
 """
@@ -52,6 +54,13 @@ def plan(config, workdir: epath.Path) -> list[tuple[str, epath.Path, object]]:
           config_fields.set_fields(run_config, sweep.get("overrides", {}).get(name, ()))
           if method in methods.TRANSFER_METHODS:
             run_config.teacher.checkpoint = str(teacher_dir)
+            if run_config.teacher.get("target", "single") != "single":
+              # Out-of-fold teachers of the fold, shared by every run that asks for them.
+              parts_dir = workdir / f"teacher_oof{run_config.teacher.oof_parts}" / fold_dir
+              for part_dir, part_config in train.teacher_runs(run_config, parts_dir):
+                if all(part_dir != planned for _, planned, _ in runs):
+                  runs.append(("teacher", part_dir, part_config))
+              run_config.teacher.checkpoint = str(parts_dir)
           seed_dir = "" if seed is None else f"seed_{seed}"
           runs.append((run_name, workdir / run_name / seed_dir / fold_dir, run_config))
   return runs

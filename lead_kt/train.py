@@ -22,6 +22,7 @@ from absl import logging
 from etils import epath
 
 from lead_kt import (
+  augment,
   checkpoint,
   config_fields,
   input_pipeline,
@@ -32,6 +33,7 @@ from lead_kt import (
   pretrained,
   sharding,
 )
+from lead_kt.ecg_io import STANDARD_LEADS
 from lead_kt.methods.base import RunStart
 from lead_kt.methods.common import build_backbone
 
@@ -45,7 +47,11 @@ _RUN_IDENTITY = (
   "data.crop_len",
   "data.cv_test_fold",
   "batch_size",
+  "teacher.target",
+  "data.holdout_part",
 )
+# What a run_identity.json written before a field joined _RUN_IDENTITY meant by its absence.
+_IDENTITY_DEFAULTS = {"teacher.target": "single", "data.holdout_part": 0}
 
 
 @flax.struct.dataclass
@@ -79,18 +85,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     return _run(config, workdir, teacher_dir=checkpoint.absolute_path(config.teacher.checkpoint))
   # A finished teacher is never run again: the student may already hold its best, which a rerun
   # (e.g. replaying an epoch after a damaged checkpoint) could replace.
-  teacher_results = _finished_results(workdir / "teacher")
-  if teacher_results is None:
-    teacher_results = _run(teacher_config(config), workdir / "teacher")
-  if teacher_results is None:
-    return None
+  teacher_results = []
+  for run_dir, run_config in teacher_runs(config, workdir / "teacher"):
+    finished = _finished_results(run_dir)
+    if finished is None:
+      finished = _run(run_config, run_dir)
+    if finished is None:
+      return None
+    teacher_results.append(finished)
   results = _run(config, workdir / "student", teacher_dir=workdir / "teacher")
   if results is not None and jax.process_index() == 0:
     (workdir / "predictions").mkdir(exist_ok=True)
     for source in (workdir / "student" / "predictions").iterdir():
       _write_atomically(workdir / "predictions" / source.name, source.read_bytes())
     # The run's own summary at the top: the student's results with the teacher's beside them.
-    summary = {**results, "teacher": _headline(teacher_results)}
+    headlines = [_headline(r) for r in teacher_results]
+    summary = {**results, "teacher": headlines[0] if len(headlines) == 1 else headlines}
     _write_atomically(workdir / "results.json", json.dumps(summary, indent=2))
   return results
 
@@ -126,17 +136,34 @@ def _write_atomically(path: epath.Path, data: str | bytes) -> None:
   partial.replace(path)
 
 
-def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The 12-lead teacher run that a transfer method trains first."""
+def teacher_config(config: ml_collections.ConfigDict, part: int = 0) -> ml_collections.ConfigDict:
+  """The 12-lead teacher run that a transfer method trains first; ``part`` k > 0: the one that
+  leaves out part k of the train split's ``teacher.oof_parts`` (out-of-fold targets)."""
   tc = copy.deepcopy(config)
   with tc.unlocked():
     tc.method = "teacher"
     tc.student = copy.deepcopy(config.teacher)
     if config.teacher.num_epochs > 0:
       tc.num_epochs = config.teacher.num_epochs
-    overrides = config.teacher.optimizer.items()
-    config_fields.set_fields(tc, [(f"optimizer.{key}", value) for key, value in overrides])
+    tc.eval_every_epochs = config.teacher.get("eval_every_epochs", 1)
+    tc.teacher.target = "single"  # a teacher run is taught by nobody
+    overrides = [(f"optimizer.{key}", value) for key, value in config.teacher.optimizer.items()]
+    # The teacher trains without the student's augmentation unless teacher.augment sets some.
+    overrides += [(f"augment.{key}", 0.0) for key in augment.STRENGTHS]
+    overrides += [(f"augment.{key}", value) for key, value in config.teacher.augment.items()]
+    if part:
+      overrides += [("data.holdout_parts", config.teacher.oof_parts), ("data.holdout_part", part)]
+    config_fields.set_fields(tc, overrides)
   return tc
+
+
+def teacher_runs(config, teacher_dir: epath.Path) -> list[tuple[epath.Path, Any]]:
+  """The teacher runs a transfer run is taught by, as ``(run directory, config)``: ``teacher_dir``
+  itself, or for out-of-fold and ensemble targets its ``part_1`` .. ``part_K``."""
+  if config.teacher.get("target", "single") == "single":
+    return [(teacher_dir, teacher_config(config))]
+  parts = range(1, config.teacher.oof_parts + 1)
+  return [(teacher_dir / f"part_{k}", teacher_config(config, k)) for k in parts]
 
 
 def _headline(results: dict) -> dict:
@@ -149,20 +176,32 @@ def _headline(results: dict) -> dict:
 
 def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> dict | None:
   start_time = time.time()
-  workdir.mkdir(parents=True, exist_ok=True)
   info = input_pipeline.dataset_info(config.data)
   mesh = sharding.make_mesh(config.mesh.model, config.mesh.num_devices)
   sharding.check_batch_size(config.batch_size, mesh)
   sharding.check_batch_size(config.eval_batch_size, mesh)
-  _check_or_write_identity(config, info, workdir)
+  # Everything that can refuse the run is checked before anything is written: a run that fails
+  # to start leaves its workdir as it was (a corrected command then starts cleanly).
+  identity = _checked_identity(config, info, workdir)
   first_labels = None
   if config.method == "mvkt" and config.clt.negatives == "other_class":
     first_labels = input_pipeline.split_first_labels(config.data, "train")
   method = methods.create(config, info.num_classes, info.split_sizes["train"], first_labels)
+  views = augment.make(
+    config.augment,
+    [STANDARD_LEADS.index(lead) for lead in info.student_leads],
+    info.sampling_rate,
+  )
   init_from = config.student.init_from
   init_dir = checkpoint.absolute_path(init_from) if init_from else None
+  teacher_dirs = [] if teacher_dir is None else _teacher_dirs(config, info, teacher_dir)
+  if init_dir is not None:
+    pretrained.check_source(init_dir, config.student, _input_leads(config, info))
+  workdir.mkdir(parents=True, exist_ok=True)
+  if identity is not None and jax.process_index() == 0:
+    _write_atomically(workdir / "run_identity.json", json.dumps(identity, indent=2))
   normalizer = input_pipeline.load_or_fit_normalizer(
-    config.data, str(_normalization_file(workdir, teacher_dir or init_dir))
+    config.data, str(_normalization_file(workdir, teacher_dirs[0] if teacher_dirs else init_dir))
   )
   data_sharding = sharding.batch_sharding(mesh)
 
@@ -209,8 +248,8 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     state = jax.jit(init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
     if init_dir is not None:
       state = _with_initial_network(state, config, info, init_dir, input_shape, mesh)
-    if teacher_dir is not None:
-      state = _with_teacher(state, config, info, teacher_dir)
+    if teacher_dirs:
+      state = _with_teacher(state, teacher_dirs)
     if hasattr(method, "prepare"):
       prepared = method.prepare(
         state.params, state.method_state, RunStart(steps_per_epoch, split_batches)
@@ -223,7 +262,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
   # a skipped damaged step.
   ckpts.drop_best_after(int(state.step))
 
-  step_fn = _make_train_step(method, tx, schedule)
+  step_fn = _make_train_step(method, tx, schedule, views)
   metric_names = jax.eval_shape(step_fn, abstract, example)[1].keys()
   collection = logger.metrics_collection(metric_names)
   rep = sharding.replicated(mesh)
@@ -258,7 +297,12 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
         _check_finite(state, ckpts, workdir)
         run_log.train(step, step // steps_per_epoch, accumulated.compute())
         accumulated = None
-      if epoch_end:
+      # Validation, the best checkpoint and the latest one every eval_every_epochs epochs (and
+      # after the last): long schedules pay for evaluation a fraction of the epochs.
+      evaluation_end = epoch_end and (
+        (step // steps_per_epoch) % config.eval_every_epochs == 0 or step == total_steps
+      )
+      if evaluation_end:
         epoch = step // steps_per_epoch
         val = evaluate(state.params, state.method_state, "validation")
         scores = _epoch_scores(val)
@@ -271,7 +315,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
           ckpts.save_best(step, {"params": state.params, "method_state": state.method_state})
         ckpts.save(step, state, train_iter.get_state(), progress)
       if preemption.requested(step):
-        if not epoch_end:  # an epoch end has just been saved
+        if not evaluation_end:  # an evaluation's end has just been saved
           ckpts.save(step, state, train_iter.get_state(), progress, force=True)
         ckpts.wait()
         ckpts.close()
@@ -354,9 +398,14 @@ def _init_state(method, tx, example, rng) -> TrainState:
   )
 
 
-def _make_train_step(method, tx, schedule):
+def _make_train_step(method, tx, schedule, views=None):
+  """``views``: ``augment.make``'s function, or None (no augmentation: the program of before)."""
+
   def step_fn(state: TrainState, batch):
     rng, step_rng = jax.random.split(state.rng)
+    if views is not None:
+      step_rng, augment_rng = jax.random.split(step_rng)
+      batch = views(augment_rng, batch)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
     (loss, (method_state, terms)), grads = grad_fn(
       state.params, state.method_state, batch, step_rng
@@ -488,48 +537,71 @@ def _identity(config, num_classes: int) -> dict:
   return identity
 
 
-def _check_or_write_identity(config, info, workdir: epath.Path) -> None:
-  """Refuses a workdir whose checkpoints belong to an incompatible run."""
+def _checked_identity(config, info, workdir: epath.Path) -> dict | None:
+  """The identity to write into a new workdir, None when the workdir has it already; refuses a
+  workdir whose checkpoints belong to an incompatible run. Writes nothing."""
   path = workdir / "run_identity.json"
   identity = _identity(config, info.num_classes)
-  if path.exists():
-    stored = json.loads(path.read_text())
-    diffs = {k: (stored.get(k), v) for k, v in identity.items() if stored.get(k) != v}
-    if diffs:
-      described = "; ".join(
-        f"{k}: workdir has {a!r}, config has {b!r}" for k, (a, b) in diffs.items()
-      )
-      raise ConfigError(
-        f"{workdir} holds another run's checkpoints ({described}); use another --workdir"
-      )
-  elif jax.process_index() == 0:
-    _write_atomically(path, json.dumps(identity, indent=2))
+  if not path.exists():
+    return identity
+  stored = json.loads(path.read_text())
+  stored = {k: stored.get(k, _IDENTITY_DEFAULTS.get(k)) for k in identity}
+  diffs = {k: (stored[k], v) for k, v in identity.items() if stored[k] != v}
+  if diffs:
+    described = "; ".join(
+      f"{k}: workdir has {a!r}, config has {b!r}" for k, (a, b) in diffs.items()
+    )
+    raise ConfigError(
+      f"{workdir} holds another run's checkpoints ({described}); use another --workdir"
+    )
+  return None
 
 
-def _with_teacher(state: TrainState, config, info, teacher_dir: epath.Path) -> TrainState:
-  """Puts a trained teacher's best variables into the method state (in place of its init)."""
-  identity_path = teacher_dir / "run_identity.json"
-  if not identity_path.exists():
-    raise checkpoint.CheckpointError(f"{teacher_dir} is not a lead_kt run (no run_identity.json)")
-  stored = json.loads(identity_path.read_text())
+def _input_leads(config, info) -> int:
+  return len(info.teacher_leads if config.method == "teacher" else info.student_leads)
+
+
+def _teacher_dirs(config, info, teacher_dir: epath.Path) -> list[epath.Path]:
+  """The finished teacher runs of ``teacher_dir`` (one, or ``part_1`` .. ``part_K``), after
+  checking that each is the teacher this run needs."""
+  dirs = [run_dir for run_dir, _ in teacher_runs(config, teacher_dir)]
   expected = {
     "method": "teacher",
     "student.backbone": config.teacher.backbone,
     "num_classes": info.num_classes,
   }
-  for key, value in expected.items():
-    if stored.get(key) != value:
-      raise checkpoint.CheckpointError(
-        f"teacher checkpoint {teacher_dir} has {key} = {stored.get(key)!r}, but this run needs "
-        f"{value!r} (config.teacher.backbone / the dataset's classes)"
-      )
+  for part, run_dir in enumerate(dirs, 1):
+    identity_path = run_dir / "run_identity.json"
+    if not identity_path.exists():
+      raise checkpoint.CheckpointError(f"{run_dir} is not a lead_kt run (no run_identity.json)")
+    stored = json.loads(identity_path.read_text())
+    if len(dirs) > 1:
+      expected["data.holdout_part"] = part
+      stored.setdefault("data.holdout_part", 0)
+    for key, value in expected.items():
+      if stored.get(key) != value:
+        raise checkpoint.CheckpointError(
+          f"teacher checkpoint {run_dir} has {key} = {stored.get(key)!r}, but this run needs "
+          f"{value!r} (config.teacher.backbone / the dataset's classes / teacher.target)"
+        )
+  return dirs
+
+
+def _with_teacher(state: TrainState, teacher_dirs: list[epath.Path]) -> TrainState:
+  """Puts the trained teachers' best variables into the method state (in place of its init),
+  stacked on a leading axis when there are several (``methods.common.Teacher``)."""
   placeholder = state.method_state["teacher"]
+  stacked = len(teacher_dirs) > 1
   abstract = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+    lambda a: jax.ShapeDtypeStruct(
+      a.shape[1:] if stacked else a.shape, a.dtype, sharding=a.sharding
+    ),
     {"params": placeholder["params"], "method_state": placeholder["stats"]},
   )
-  best = checkpoint.load_best_model(str(teacher_dir), abstract)
+  loaded = [checkpoint.load_best_model(str(run_dir), abstract) for run_dir in teacher_dirs]
+  best = jax.tree.map(lambda *a: jnp.stack(a), *loaded) if stacked else loaded[0]
   teacher = {"params": best["params"], "stats": best["method_state"]}
+  teacher = jax.device_put(teacher, jax.tree.map(lambda a: a.sharding, placeholder))
   return state.replace(method_state={**state.method_state, "teacher": teacher})
 
 

@@ -25,6 +25,16 @@ from lead_kt.data.normalization import Normalizer
 from lead_kt.data.splits import dataset_info, load_split
 from lead_kt.data.windows import epoch_offsets, epoch_order
 
+# Seed of the fixed permutation that cuts a train split into holdout parts.
+_HOLDOUT_SEED = 20221
+
+
+def holdout_parts(num_records: int, parts: int) -> np.ndarray:
+  """The part (0..parts-1) of each of a train split's ``num_records`` records: a fixed
+  permutation taken modulo ``parts``, so every run of a fold (the teachers that leave a part out,
+  the student choosing each record's teacher) cuts the split alike, whatever its seed."""
+  return np.random.default_rng(_HOLDOUT_SEED).permutation(num_records) % parts
+
 
 class TrainStep:
   """step -> this process's host batch of that global step (picklable for grain workers)."""
@@ -86,6 +96,10 @@ class TrainIterator:
     check_global_batch(global_batch_size, process_count)
     split = load_split(data_cfg, "train")
     records = np.arange(len(split))
+    if data_cfg.get("holdout_part", 0):
+      # Teachers leaving one part out (data.holdout_part, 1-based) for out-of-fold targets.
+      kept = holdout_parts(len(split), data_cfg.holdout_parts) != data_cfg.holdout_part - 1
+      records = records[kept]
     if not data_cfg.pad_short:
       records = records[split.lengths >= info.crop_len]
       if len(records) < len(split):

@@ -22,6 +22,9 @@ _MODULES = {
 METHODS = tuple(_MODULES)
 # Methods that need a frozen 12-lead teacher (trained first into WORKDIR/teacher if none is given).
 TRANSFER_METHODS = ("mvkt", "kd", "feature_recon", "signal_recon")
+# Transfer methods that take out-of-fold or ensemble teacher targets (teacher.target).
+MULTI_TEACHER_METHODS = ("mvkt", "kd")
+TEACHER_TARGETS = ("single", "oof", "ensemble")
 
 
 def _module(method: str):
@@ -38,6 +41,15 @@ def check_choice(field: str, value, known) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Rejects unknown method names and options before anything is built."""
   _module(config.method).validate(config)
+  if config.method in TRANSFER_METHODS:
+    target = config.teacher.get("target", "single")
+    check_choice("teacher.target", target, TEACHER_TARGETS)
+    if target != "single" and config.method not in MULTI_TEACHER_METHODS:
+      raise ValueError(
+        f"teacher.target {target!r} serves {', '.join(MULTI_TEACHER_METHODS)}, not {config.method}"
+      )
+    if target != "single" and config.teacher.oof_parts < 2:
+      raise ValueError(f"teacher.oof_parts must be >= 2, got {config.teacher.oof_parts}")
 
 
 def create(config: ml_collections.ConfigDict, num_classes: int, num_train: int, train_first_labels):

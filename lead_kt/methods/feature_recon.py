@@ -50,7 +50,7 @@ params); ``recon_weight = 0`` drops the reconstruction term from the loss (it is
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -60,9 +60,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from lead_kt import losses, methods, metrics, sharding
-from lead_kt.data.windows import aggregate_windows
 from lead_kt.methods.base import RunStart
-from lead_kt.methods.common import Network, build_backbone
+from lead_kt.methods.common import Network, build_backbone, per_record_means
 from lead_kt.models.feature_recon import FUSIONS, FeatureReconOutput, FeatureReconStudent
 
 RECON_LOSSES = ("mse", "cosine")
@@ -210,27 +209,6 @@ def linear_probe_auc(
     scores[:, c] = model.decision_function(test_x)
   auc = metrics.per_class_auc(scores, test_y)
   return float(np.nanmean(auc)) if np.isfinite(auc).any() else None
-
-
-def per_record_means(
-  features: Callable[[dict], dict], batches: Iterator[dict]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """Each record's mean over its windows of every ``features(batch)`` output ``[B, D]``, and its
-  labels; ``({name: [n, D]}, labels [n, C])`` in record order (padding windows dropped)."""
-  chunks = [
-    sharding.to_host({**features(batch), **{k: batch[k] for k in ("record", "mask", "label")}})
-    for batch in batches
-  ]
-  joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  record, mask, labels = joined.pop("record"), joined.pop("mask"), joined.pop("label")
-  num_records = int(record[mask > 0].max()) + 1
-  means = {
-    name: aggregate_windows(values, record, mask, num_records, "mean")
-    for name, values in joined.items()
-  }
-  # A record's windows share its labels.
-  record_labels = aggregate_windows(labels, record, mask, num_records, "max")
-  return means, record_labels.astype(labels.dtype)
 
 
 @dataclasses.dataclass(frozen=True)

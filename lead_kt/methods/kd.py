@@ -11,7 +11,13 @@ import jax
 import ml_collections
 
 from lead_kt import losses, methods
-from lead_kt.methods.common import Network, build_backbone
+from lead_kt.methods.common import (
+  Network,
+  Teacher,
+  build_backbone,
+  build_teacher,
+  distillation_diagnostics,
+)
 from lead_kt.models.heads import HintRegressor
 
 VARIANTS = ("kd", "kd_fitnet", "kd_at")
@@ -20,9 +26,14 @@ VARIANTS = ("kd", "kd_fitnet", "kd_at")
 @dataclasses.dataclass(frozen=True)
 class Kd:
   student: Network
-  teacher: Network
+  teacher: Teacher
   cfg: ml_collections.ConfigDict
   name: str = "kd"
+
+  @property
+  def label_weight(self) -> float:
+    # Runs from before the option have no label_weight in their stored config: 1 then.
+    return self.cfg.get("label_weight", 1.0)
 
   def init(self, rng, batch):
     rng_s, rng_t, rng_r = jax.random.split(rng, 3)
@@ -42,11 +53,11 @@ class Kd:
     s_out, s_stats = self.student.train_apply(
       params["student"], state["student"], batch["student"], rng
     )
-    t_out = self.teacher.frozen_apply(state["teacher"], batch["teacher"])
+    t_out = self.teacher.frozen_apply(state["teacher"], batch["teacher"], batch["index"])
     bce = losses.bce_with_logits(s_out.logits, batch["label"], batch["mask"])
     kd = losses.kd_kl(s_out.logits, t_out.logits, self.cfg.kd_temperature, batch["mask"])
     terms = {"bce": bce, "kd": kd}
-    total = bce + self.cfg.kd_weight * kd
+    total = self.label_weight * bce + self.cfg.kd_weight * kd
     if self.cfg.kd_variant == "kd_fitnet":
       t_map = t_out.feature_maps[-1]
       regressor = HintRegressor(channels=t_map.shape[-1])
@@ -62,7 +73,14 @@ class Kd:
 
   def predict(self, params, state, batch):
     out = self.student.eval_apply(params["student"], state["student"], batch["student"])
-    return {"logits": out.logits}
+    teacher = self.teacher.frozen_apply(state["teacher"], batch["teacher"])
+    return {"logits": out.logits, **losses.agreement(out.logits, teacher.logits)}
+
+  def diagnostics(self, params, state, batches) -> dict:
+    variables = {"params": params["student"], "stats": state["student"]}
+    return distillation_diagnostics(
+      self.student, self.teacher, variables, state["teacher"], batches, self.cfg.data.eval_aggregate
+    )
 
   def export_network(self, params, state) -> dict:
     return {"params": params["student"], "stats": state["student"]}
@@ -73,7 +91,6 @@ def validate(config) -> None:
 
 
 def create(config, num_classes, num_train, train_first_labels):
-  del num_train, train_first_labels
+  del train_first_labels
   student = Network(build_backbone(config.student, num_classes))
-  teacher = Network(build_backbone(config.teacher, num_classes))
-  return Kd(student, teacher, config)
+  return Kd(student, build_teacher(config, num_classes, num_train), config)

@@ -13,7 +13,13 @@ import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
 from lead_kt import losses, memory, methods, sharding
-from lead_kt.methods.common import Network, build_backbone
+from lead_kt.methods.common import (
+  Network,
+  Teacher,
+  build_backbone,
+  build_teacher,
+  distillation_diagnostics,
+)
 from lead_kt.models.heads import EmbedHead
 
 MEMORIES = ("bank", "queue")
@@ -27,7 +33,7 @@ CLASS_KEYS = ("first_label", "bit0")
 @dataclasses.dataclass(frozen=True)
 class Mvkt:
   student: Network
-  teacher: Network
+  teacher: Teacher
   cfg: ml_collections.ConfigDict  # the run config (alpha, beta, mkd, clt)
   num_train: int
   # First label of each training record, for other_class negatives. A tuple, not an array: the
@@ -44,6 +50,11 @@ class Mvkt:
   @property
   def mkd_temperature(self):
     return None if self.cfg.mkd.temperature <= 0 else self.cfg.mkd.temperature
+
+  @property
+  def label_weight(self) -> float:
+    # Runs from before the option have no label_weight in their stored config: 1 then.
+    return self.cfg.get("label_weight", 1.0)
 
   def init(self, rng, batch):
     rng_s, rng_t, rng_es, rng_et, rng_m = jax.random.split(rng, 5)
@@ -74,7 +85,7 @@ class Mvkt:
     s_out, s_stats = self.student.train_apply(
       params["student"], state["student"], batch["student"], rng_drop
     )
-    t_out = self.teacher.frozen_apply(state["teacher"], batch["teacher"])
+    t_out = self.teacher.frozen_apply(state["teacher"], batch["teacher"], batch["index"])
     bce = losses.bce_with_logits(s_out.logits, batch["label"], batch["mask"])
     mkd = losses.mkd(
       s_out.logits, t_out.logits, self.cfg.mkd.variant, self.mkd_temperature, batch["mask"]
@@ -104,13 +115,14 @@ class Mvkt:
       )
     else:
       clt, new_memory, aux = memory.queue_loss(state["memory"], s_emb, t_emb, clt_cfg.temperature)
-    total = bce + self.cfg.alpha * mkd + self.cfg.beta * clt
+    total = self.label_weight * bce + self.cfg.alpha * mkd + self.cfg.beta * clt
     new_state = {"student": s_stats, "teacher": state["teacher"], "memory": new_memory}
     return total, (new_state, {"bce": bce, "mkd": mkd, "clt": clt, **aux})
 
   def predict(self, params, state, batch):
     out = self.student.eval_apply(params["student"], state["student"], batch["student"])
-    return {"logits": out.logits}
+    teacher = self.teacher.frozen_apply(state["teacher"], batch["teacher"])
+    return {"logits": out.logits, **losses.agreement(out.logits, teacher.logits)}
 
   def state_shardings(self, state, mesh):
     """Replicated, except the bank rows split over the data axis when ``bank_sharding="data"``."""
@@ -120,6 +132,12 @@ class Mvkt:
       rows = NamedSharding(mesh, PartitionSpec(sharding.DATA_AXIS))
       shardings["memory"] = shardings["memory"].replace(student_bank=rows, teacher_bank=rows)
     return shardings
+
+  def diagnostics(self, params, state, batches) -> dict:
+    variables = {"params": params["student"], "stats": state["student"]}
+    return distillation_diagnostics(
+      self.student, self.teacher, variables, state["teacher"], batches, self.cfg.data.eval_aggregate
+    )
 
   def export_network(self, params, state) -> dict:
     return {"params": params["student"], "stats": state["student"]}
@@ -141,7 +159,7 @@ def validate(config) -> None:
 
 def create(config, num_classes, num_train, train_first_labels):
   student = Network(build_backbone(config.student, num_classes))
-  teacher = Network(build_backbone(config.teacher, num_classes))
+  teacher = build_teacher(config, num_classes, num_train)
   first = None
   if config.clt.negatives == "other_class":
     first = tuple(int(v) for v in train_first_labels)
