@@ -7,11 +7,15 @@ import warnings
 import numpy as np
 import pyedflib
 import pytest
+import scipy.io
 import wfdb
 
 from lead_kt import ecg_io
+from lead_kt.ecg_io import wfdb_format
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+# Two real PhysioNet/CinC Challenge 2021 records (Georgia, Ningbo), headers written `16x1+24`.
+CHALLENGE_2021 = FIXTURES.parents[1] / "data_builders" / "physionet2021" / "dummy_data"
 # The project's real CPSC2018 files, in ../shared/data beside the repository.
 SHARED_CPSC2018 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cpsc2018"
 
@@ -20,7 +24,7 @@ SHARED_CPSC2018 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data
 def wfdb_reader(request, monkeypatch):
   """Runs a test on both WFDB read paths: ecg_io's own header parser and wfdb's."""
   if request.param == "wfdb_parser":
-    monkeypatch.setattr(ecg_io, "_parse_simple_header", lambda header_path: None)
+    monkeypatch.setattr(wfdb_format, "_parse_simple_header", lambda header_path: None)
   return request.param
 
 
@@ -71,7 +75,7 @@ def test_reads_original_cpsc_mat():
   assert record.fs == 500.0
   assert record.lead_names == ecg_io.STANDARD_LEADS
   assert record.meta["sex"] == 0 and record.meta["age"] == 52.0
-  raw = ecg_io.scipy.io.loadmat(FIXTURES / "A1980.mat")["ECG"]["data"][0, 0]
+  raw = scipy.io.loadmat(FIXTURES / "A1980.mat")["ECG"]["data"][0, 0]
   np.testing.assert_allclose(record.signal, raw.T, rtol=1e-6)
 
 
@@ -237,8 +241,22 @@ def test_microvolt_units_are_converted_to_millivolts(tmp_path, wfdb_reader):
 
 def test_common_headers_take_the_fast_parser():
   for name in ("00001_lr", "00001_hr", "HR00001"):
-    header = ecg_io._parse_simple_header(str(FIXTURES / f"{name}.hea"))
+    header = wfdb_format._parse_simple_header(str(FIXTURES / f"{name}.hea"))
     assert header is not None and header.n_sig == 12
+
+
+@pytest.mark.parametrize("name", ["E07500", "JS20000"])
+def test_challenge_2021_headers_take_the_fast_parser(name):
+  """The 2021 release writes format 16 as `16x1+24` (one sample per frame, 24 bytes offset)."""
+  header_path = CHALLENGE_2021 / f"{name}.hea"
+  assert "16x1+24 " in header_path.read_text()
+  header = wfdb_format._parse_simple_header(str(header_path))
+  assert header is not None and header.n_sig == 12 and header.byte_offset == [24] * 12
+  record = ecg_io.read_record(CHALLENGE_2021 / name)
+  assert record.lead_names == ecg_io.STANDARD_LEADS and record.fs == 500.0
+  assert record.signal.shape == (5000, 12)
+  np.testing.assert_allclose(record.signal, _wfdb_physical(CHALLENGE_2021 / name), atol=1e-6)
+  assert record.meta["header_fields"]["Dx"] and record.meta["sex"] in (0, 1)
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])

@@ -260,9 +260,10 @@ def _checked_signal(record: ecg_io.Record) -> np.ndarray:
   Raises EcgReadError naming the file unless the record has exactly the 12 standard leads at 500 Hz.
   """
   if sorted(record.lead_names) != sorted(STANDARD_LEADS):
+    ignored = ecg_io.ignored_channels_note(record)
     raise EcgReadError(
       f"{record.path}: leads {', '.join(record.lead_names)} differ from the 12 standard leads "
-      f"{', '.join(STANDARD_LEADS)}."
+      f"{', '.join(STANDARD_LEADS)}" + (f" ({ignored})." if ignored else ".")
     )
   if record.fs != SOURCE_RATE:
     raise EcgReadError(f"{record.path}: sampling rate {record.fs:g} Hz, expected {SOURCE_RATE} Hz.")

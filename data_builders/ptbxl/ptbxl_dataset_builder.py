@@ -216,9 +216,10 @@ def _checked_signal(record: ecg_io.Record, config: PtbxlConfig, length: int) -> 
       f"{config.sampling_rate} Hz records"
     )
   if sorted(record.lead_names) != sorted(ecg_io.STANDARD_LEADS):
+    ignored = ecg_io.ignored_channels_note(record)
     raise ecg_io.EcgReadError(
       f"{record.path}: leads {', '.join(record.lead_names)} are not the 12 standard leads "
-      f"{', '.join(ecg_io.STANDARD_LEADS)}"
+      f"{', '.join(ecg_io.STANDARD_LEADS)}" + (f" ({ignored})" if ignored else "")
     )
   if record.num_samples != length:
     raise ecg_io.EcgReadError(
