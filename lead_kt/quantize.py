@@ -49,6 +49,7 @@ import functools
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -246,34 +247,28 @@ def _captured_stderr():
 
 
 def micro_arena_bytes(model: bytes, name: str) -> int:
-  """The smallest tensor arena (bytes) in which TFLite-Micro prepares the model: its activations
-  at their peak plus the interpreter's own records. Raises QuantizeError with TFLite-Micro's
-  message (e.g. an operation it lacks) when no arena up to 1 GiB does."""
+  """The tensor arena (bytes) that TFLite-Micro allocates for the model: its activations at their
+  peak plus the interpreter's own records, as its recording allocator reports them. Raises
+  QuantizeError with TFLite-Micro's message (e.g. an operation it lacks) when it cannot prepare
+  the model in 1 GiB. (Searching for the smallest arena that works is no way: TFLite-Micro can
+  crash on an arena too small, rather than fail.)"""
   from tflite_micro.python.tflite_micro import runtime
 
-  messages = []
-
-  def fits(size: int) -> bool:
+  size = 1 << 24
+  while True:
     with _captured_stderr() as captured:
       try:
-        runtime.Interpreter.from_bytes(model, arena_size=size)
+        runtime.Interpreter.from_bytes(model, arena_size=size).print_allocations()
         prepared = True
       except RuntimeError:
         prepared = False
-    messages[:] = captured
-    return prepared
-
-  high = 1 << 14
-  while not fits(high):
-    if high >= _LARGEST_ARENA:
-      detail = "; ".join(line.strip() for line in "".join(messages).splitlines() if line.strip())
+    report = "".join(captured)
+    if prepared:
+      return int(re.search(r"Arena allocation total (\d+) bytes", report)[1])
+    if size >= _LARGEST_ARENA:
+      detail = "; ".join(line.strip() for line in report.splitlines() if line.strip())
       raise QuantizeError(f"TFLite-Micro cannot run the int8 model of {name}: {detail}")
-    high *= 2
-  low = high // 2  # Does not fit (or is below the first try).
-  while high - low > 1:
-    middle = (low + high) // 2
-    low, high = (low, middle) if fits(middle) else (middle, high)
-  return high
+    size *= 2
 
 
 def quantize_tflite(model: bytes, windows: np.ndarray, name: str) -> bytes:

@@ -3,10 +3,10 @@
 `operators`, `float_parameters` and `multiply_accumulates` read a model for the budget.
 `fold_affine` rewrites a float model so that int8 quantization loses little: every per-channel
 multiply and add next to a convolution or fully connected layer (a BatchNorm in inference mode, as
-litert-converter leaves it: after the layer and a reshape, or before a fully connected layer) is
-folded into that layer's weights and bias. Quantized apart, each would be rounded to int8 once
-more, and a BatchNorm's large shift rounded before it cancels (the head's BatchNorm of the pooled
-features lost most of its precision so).
+litert-converter leaves it: after the layer and a reshape, after a concatenation of such layers,
+or before a fully connected layer) is folded into the layers' weights and biases. Quantized apart,
+each would be rounded to int8 once more, and a BatchNorm's large shift rounded before it cancels
+(the head's BatchNorm of the pooled features lost most of its precision so).
 """
 
 from __future__ import annotations
@@ -188,40 +188,70 @@ def _set_weights_and_bias(graph: _Graph, layer, weights: np.ndarray, bias: np.nd
   graph.set_input(layer, 2, bias, name + b"/folded_bias")
 
 
-def _fold_after(graph: _Graph, name: str, layer) -> bool:
-  """Folds the multiplies and adds (SUB of a constant) that follow a layer, through one reshape
-  that keeps the channels last, into its weights and bias; returns whether it folded any."""
-  if _activation(layer) or graph.constant(layer.inputs[1]) is None:
-    return False
-  keep = tensor = int(layer.outputs[0])
-  channels = int(graph.graph.tensors[tensor].shape[-1])
-  reader = graph.sole_consumer(tensor)
-  if reader is not None and graph.name(reader) == "RESHAPE":
-    reshaped = int(reader.outputs[0])
-    if int(graph.graph.tensors[reshaped].shape[-1]) == channels:
-      keep = tensor = reshaped
+def _layer_before(graph: _Graph, tensor: int):
+  """The layer (name, op) without activation and with constant weights whose output `tensor`
+  is, directly or through one reshape that keeps the channels last, nothing else reading it."""
+  op = graph.producer(tensor)
+  if op is not None and graph.name(op) == "RESHAPE" and graph.sole_consumer(tensor) is not None:
+    inner = int(op.inputs[0])
+    if graph.graph.tensors[inner].shape[-1] == graph.graph.tensors[tensor].shape[-1]:
+      tensor, op = inner, graph.producer(inner)
+  if op is None or graph.name(op) not in _OUTPUT_AXIS or graph.sole_consumer(tensor) is None:
+    return None
+  if _activation(op) or graph.constant(op.inputs[1]) is None:
+    return None
+  return graph.name(op), op
+
+
+def _fold_after(graph: _Graph, op) -> bool:
+  """Folds the multiplies and adds (SUB of a constant) that follow a layer, or a concatenation
+  of layers along the channels (inception's branches), through a reshape that keeps the channels
+  last, into the weights and biases; returns whether it folded any."""
+  tensor = int(op.outputs[0])
+  if graph.name(op) == "CONCATENATION":
+    rank = len(graph.graph.tensors[tensor].shape)
+    if op.builtinOptions.axis % rank != rank - 1 or _activation(op):
+      return False
+    layers = [_layer_before(graph, int(t)) for t in op.inputs]
+    if None in layers:
+      return False
+  else:
+    reader = graph.sole_consumer(tensor)
+    if reader is not None and graph.name(reader) == "RESHAPE":
+      tensor = int(reader.outputs[0])
+    layers = [_layer_before(graph, tensor)]
+    if layers[0] is None or layers[0][1] is not op:
+      return False
+  keep, channels = tensor, int(graph.graph.tensors[tensor].shape[-1])
   scale, shift, folded, activation = np.ones(channels), np.zeros(channels), [], 0
-  while not activation and (op := graph.sole_consumer(tensor)) is not None:
-    kind = graph.name(op)
-    value = graph.channel_constant(op, tensor, channels) if kind in _AFFINE else None
-    if value is None or kind == "SUB" and list(op.inputs)[0] != tensor:
+  while not activation and (reader := graph.sole_consumer(tensor)) is not None:
+    kind = graph.name(reader)
+    value = graph.channel_constant(reader, tensor, channels) if kind in _AFFINE else None
+    if value is None or kind == "SUB" and list(reader.inputs)[0] != tensor:
       break
-    if int(op.outputs[0]) in list(graph.graph.outputs):
+    if int(reader.outputs[0]) in list(graph.graph.outputs):
       break  # The signature names the graph's outputs: they stay.
     if kind == "MUL":
       scale, shift = scale * value, shift * value
     else:
       shift = shift + (value if kind == "ADD" else -value)
-    folded.append(op)
-    activation, tensor = _activation(op), int(op.outputs[0])
+    folded.append(reader)
+    activation, tensor = _activation(reader), int(reader.outputs[0])
   if not folded:
     return False
-  weights, bias = _weights_and_bias(graph, layer, channels)
-  shape = [1] * weights.ndim
-  shape[_OUTPUT_AXIS[name]] = channels
-  _set_weights_and_bias(graph, layer, weights * scale.reshape(shape), bias * scale + shift)
-  if activation:
-    layer.builtinOptions.fusedActivationFunction = activation
+  first = 0
+  for name, layer in layers:
+    width = int(graph.graph.tensors[int(layer.outputs[0])].shape[-1])
+    weights, bias = _weights_and_bias(graph, layer, width)
+    shape = [1] * weights.ndim
+    shape[_OUTPUT_AXIS[name]] = width
+    part = slice(first, first + width)
+    _set_weights_and_bias(
+      graph, layer, weights * scale[part].reshape(shape), bias * scale[part] + shift[part]
+    )
+    if activation:  # Elementwise, so before the reshape or the concatenation as after.
+      layer.builtinOptions.fusedActivationFunction = activation
+    first += width
   graph.remove(folded, keep, tensor)
   return True
 
@@ -300,7 +330,7 @@ def fold_affine(model: bytes) -> bytes:
   while changed:
     changed = False
     for name, op in graph.ops():
-      if name in _OUTPUT_AXIS and _fold_after(graph, name, op):
+      if (name in _OUTPUT_AXIS or name == "CONCATENATION") and _fold_after(graph, op):
         changed = True
         break
       if name == "FULLY_CONNECTED" and _fold_before(graph, op):

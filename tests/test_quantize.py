@@ -208,22 +208,26 @@ def test_flax_max_pooling_converts_to_tflite_pooling_with_the_same_values():
 
 def test_fold_affine_folds_batch_norms_into_layers_and_keeps_the_function():
   rng = np.random.default_rng(0)
-  kernel = rng.standard_normal((5, 2, 4)).astype(np.float32)
-  dense = rng.standard_normal((4, 3)).astype(np.float32)
-  scale, shift = rng.uniform(0.5, 2, 4).astype(np.float32), rng.standard_normal(4)
+  kernels = [rng.standard_normal((k, 2, 4)).astype(np.float32) for k in (5, 3)]
+  dense = rng.standard_normal((8, 3)).astype(np.float32)
+  scale = rng.uniform(0.5, 2, 8).astype(np.float32)
+  shift = rng.standard_normal(8).astype(np.float32)
 
   def network(x):
-    y = jax.lax.conv_general_dilated(
-      x, kernel, (1,), [(2, 2)], dimension_numbers=("NWC", "WIO", "NWC")
-    )
-    y = jax.nn.relu(y * scale + shift.astype(np.float32))  # BatchNorm after the convolution
-    pooled = y.mean(axis=1) * scale - shift.astype(np.float32)  # ... and before the dense layer
+    dimensions = ("NWC", "WIO", "NWC")
+    branches = [  # inception's: convolutions concatenated, then one BatchNorm
+      jax.lax.conv_general_dilated(x, k, (1,), "SAME", dimension_numbers=dimensions)
+      for k in kernels
+    ]
+    y = jax.nn.relu(jnp.concatenate(branches, axis=-1) * scale + shift)
+    pooled = y.mean(axis=1) * scale - shift  # a BatchNorm before the dense layer
     return pooled @ dense
 
   model = quantize.to_tflite(network, (1, 12, 2), "the network")
   folded = tflite_graph.fold_affine(model)
   assert {"MUL", "ADD", "SUB"} & set(tflite_graph.operators(model))
   assert not {"MUL", "ADD", "SUB"} & set(tflite_graph.operators(folded))
+  assert len(folded) < len(model)  # the replaced weights are gone
   x = rng.standard_normal((1, 12, 2)).astype(np.float32)
   from ai_edge_litert.interpreter import Interpreter
 
