@@ -12,7 +12,8 @@ and:
   extra; docs/architecture.md says why this path). BatchNorms are folded into the layers next to
   them (`lead_kt.tflite_graph.fold_affine`).
 - `model_int8.tflite`: that network fully integer (LiteRT's post-training quantizer): int8 input,
-  int8 per-channel weights, int8 activations, int32 biases, int8 output. The run's normalisation
+  int8 per-channel weights, int8 activations, int32 biases, int8 output; the head's dense layer
+  over concatenated poolings is split per part first (`tflite_graph`). The run's normalisation
   lives in the input's quantisation: per lead, q = round(x / scale + zero_point) of x in mV, with
   the scale and the (fractional) zero point in contract.json. The TFLite-Micro interpreter runs it
   (checked on every export: the budget's arena).
@@ -27,8 +28,8 @@ and:
   own float network, with the paired bootstrap difference and its 95 % interval
   (lead_kt.metrics), and the largest per-window probability difference.
 contract.json gains `artefacts` (per file: batch, input and output dtype, and scale and zero point
-where int8), `window_starts` and `calibration`. `lead_kt.reference_runner` runs any of the files
-through the contract alone.
+where int8) and `calibration`. `lead_kt.reference_runner` runs any of the files through the
+contract alone.
 
 Calibration: --calibration-windows windows (default 1000), drawn with --seed from all the
 test-time windows of the run's training split (window_length, window_stride, a last window at each
@@ -345,7 +346,8 @@ def int8_tflite(predictor: predict.Predictor, windows: np.ndarray, name: str) ->
     predict.window_logits, predictor.method, unit, predictor.params, predictor.state
   )
   shape = (1, spec.crop_len, len(spec.input_leads))
-  model = tflite_graph.fold_affine(to_tflite(lambda z: jax.nn.sigmoid(logits(z)), shape, name))
+  model = to_tflite(lambda z: jax.nn.sigmoid(logits(z)), shape, name)
+  model = tflite_graph.split_concatenated_dense(tflite_graph.fold_affine(model))
   normalized = ((windows - spec.mean) * spec.inv_std).astype(np.float32)
   model = quantize_tflite(model, normalized, name)
   interpreter = Interpreter(model_content=model)
@@ -492,11 +494,6 @@ def quantize(
       files["onnx_int8"] = ONNX_INT8_FILE
     description["files"] = files
     description["artefacts"] = artefacts(files, int8_io)
-    description["window_starts"] = (
-      "0, window_stride, 2 window_stride, ... while a window fits, and a last window ending at "
-      "the record's end; a record shorter than one window: one window at 0, padded with "
-      "pad_value_mv"
-    )
     description["calibration"] = {
       "source": list(calibration_records) or "the run's training split",
       "windows": len(windows),

@@ -12,7 +12,7 @@ lead_kt.ecg_io to read the recordings. For each record:
 1. the contract's leads are taken (by name, any spelling) and resampled to its rate (polyphase);
 2. a record shorter than one window is padded at its end with `pad_value_mv`;
 3. windows of `window_length` samples start every `window_stride` samples, plus a last one that
-   ends at the record's end;
+   ends at the record's end (`tail_window`: aligned_to_end);
 4. a model with an int8 input gets q = clip(round(x / scale + zero_point), -128, 127) of each
    window x in mV, with the scale and (possibly fractional) zero point of each lead (the
    artefact's `input` in the contract); its int8 output is read back as (q - zero_point) * scale;
@@ -171,7 +171,7 @@ def record_windows(signal: np.ndarray, fs: float, contract: dict) -> np.ndarray:
     signal = np.concatenate([signal, padding])
   last = len(signal) - length
   starts = list(range(0, last + 1, stride))
-  if starts[-1] != last:
+  if contract["tail_window"] == "aligned_to_end" and starts[-1] != last:
     starts.append(last)
   return np.stack([signal[start : start + length] for start in starts]).astype(np.float32)
 

@@ -7,6 +7,8 @@ litert-converter leaves it: after the layer and a reshape, after a concatenation
 or before a fully connected layer) is folded into the layers' weights and biases. Quantized apart,
 each would be rounded to int8 once more, and a BatchNorm's large shift rounded before it cancels
 (the head's BatchNorm of the pooled features lost most of its precision so).
+`split_concatenated_dense` gives int8 a scale per part of a fully connected layer's concatenated
+input (the benchmark head's max and mean pooling), which a concatenation would force to share.
 """
 
 from __future__ import annotations
@@ -320,23 +322,120 @@ def _drop_unused(graph: _Graph) -> None:
     op.opcodeIndex = codes.index(op.opcodeIndex)
 
 
-def fold_affine(model: bytes) -> bytes:
-  """The float TFLite model with its per-channel multiplies and adds folded into the adjacent
-  convolutions and fully connected layers (module docstring); the same function."""
+def _new_tensor(graph: _Graph, like: int, name: bytes) -> int:
+  """A new float32 activation tensor of the shape of tensor `like`."""
+  schema = _schema()
+  entry = schema.TensorT()
+  entry.type, entry.name, entry.buffer = schema.TensorType.FLOAT32, name, 0
+  entry.shape = np.array(graph.graph.tensors[like].shape, np.int32)
+  graph.graph.tensors.append(entry)
+  return len(graph.graph.tensors) - 1
+
+
+def _opcode(graph: _Graph, name: str) -> int:
+  """The index of builtin operator `name`'s code, added when the model has none."""
+  schema = _schema()
+  code = getattr(schema.BuiltinOperator, name)
+  for index, entry in enumerate(graph.root.operatorCodes):
+    if max(entry.builtinCode, entry.deprecatedBuiltinCode) == code:
+      return index
+  entry = schema.OperatorCodeT()
+  entry.builtinCode = entry.deprecatedBuiltinCode = code
+  graph.root.operatorCodes.append(entry)
+  return len(graph.root.operatorCodes) - 1
+
+
+def _split_dense(graph: _Graph, layer) -> bool:
+  """Replaces a fully connected layer over a concatenation of features (the benchmark head's
+  max and mean pooling) by one layer per part, summed; returns whether it did."""
+  schema = _schema()
+  concatenation = graph.producer(int(layer.inputs[0]))
+  weights = graph.constant(layer.inputs[1])
+  if concatenation is None or graph.name(concatenation) != "CONCATENATION" or weights is None:
+    return False
+  output = int(concatenation.outputs[0])
+  rank = len(graph.graph.tensors[output].shape)
+  if concatenation.builtinOptions.axis % rank != rank - 1 or _activation(concatenation):
+    return False
+  if graph.sole_consumer(output) is not layer or rank != 2:
+    return False
+  _, bias = _weights_and_bias(graph, layer, weights.shape[0])
+  name = graph.graph.tensors[int(layer.inputs[1])].name
+  position = graph.graph.operators.index(layer)
+  new_ops, total, first = [], None, 0
+  for part, source in enumerate(int(t) for t in concatenation.inputs):
+    width = int(graph.graph.tensors[source].shape[-1])
+    dense = schema.OperatorT()
+    dense.opcodeIndex = layer.opcodeIndex
+    dense.builtinOptionsType = schema.BuiltinOptions.FullyConnectedOptions
+    dense.builtinOptions = schema.FullyConnectedOptionsT()
+    dense.inputs = np.array([source, -1, -1], np.int32)
+    graph.set_input(dense, 1, weights[:, first : first + width], name + b"/part%d" % part)
+    graph.set_input(dense, 2, bias if part == 0 else 0 * bias, name + b"/part%d_bias" % part)
+    partial = _new_tensor(graph, int(layer.outputs[0]), name + b"/part%d_out" % part)
+    dense.outputs = np.array([partial], np.int32)
+    new_ops.append(("FULLY_CONNECTED", dense))
+    if total is not None:
+      add = schema.OperatorT()
+      add.opcodeIndex = _opcode(graph, "ADD")
+      add.builtinOptionsType = schema.BuiltinOptions.AddOptions
+      add.builtinOptions = schema.AddOptionsT()
+      summed = _new_tensor(graph, int(layer.outputs[0]), name + b"/sum%d" % part)
+      add.inputs, add.outputs = np.array([total, partial], np.int32), np.array([summed], np.int32)
+      new_ops.append(("ADD", add))
+      partial = summed
+    total, first = partial, first + width
+  # The last sum is the layer's output, with the layer's activation.
+  last = new_ops[-1][1]
+  last.outputs = np.array(layer.outputs, np.int32)
+  last.builtinOptions.fusedActivationFunction = _activation(layer)
+  for op in (layer, concatenation):
+    index = graph.graph.operators.index(op)
+    del graph.graph.operators[index], graph.names[index]
+    position = min(position, index)
+  graph.graph.operators[position:position] = [op for _, op in new_ops]
+  graph.names[position:position] = [kind for kind, _ in new_ops]
+  return True
+
+
+def _rewritten(model: bytes, rewrite) -> bytes:
+  """`model` after `rewrite(graph) -> bool` is applied until it returns False, without what no
+  op uses any more."""
   import flatbuffers
 
   graph = _Graph(_schema().ModelT.InitFromPackedBuf(model, 0))
-  changed = True
-  while changed:
-    changed = False
-    for name, op in graph.ops():
-      if (name in _OUTPUT_AXIS or name == "CONCATENATION") and _fold_after(graph, op):
-        changed = True
-        break
-      if name == "FULLY_CONNECTED" and _fold_before(graph, op):
-        changed = True
-        break
+  while rewrite(graph):
+    pass
   _drop_unused(graph)
   builder = flatbuffers.Builder(len(model))
   builder.Finish(graph.root.Pack(builder), file_identifier=b"TFL3")
   return bytes(builder.Output())
+
+
+def fold_affine(model: bytes) -> bytes:
+  """The float TFLite model with its per-channel multiplies and adds folded into the adjacent
+  convolutions and fully connected layers (module docstring); the same function."""
+
+  def fold_one(graph: _Graph) -> bool:
+    return any(
+      (name in _OUTPUT_AXIS or name == "CONCATENATION")
+      and _fold_after(graph, op)
+      or name == "FULLY_CONNECTED"
+      and _fold_before(graph, op)
+      for name, op in graph.ops()
+    )
+
+  return _rewritten(model, fold_one)
+
+
+def split_concatenated_dense(model: bytes) -> bytes:
+  """The float TFLite model with each fully connected layer over a concatenation split into one
+  layer per concatenated part, summed: the same function, but int8 gives each part its own scale
+  (a concatenation forces one on all: the benchmark head's mean-pooled features, several times
+  smaller than the max-pooled ones, lost most of their precision)."""
+  return _rewritten(
+    model,
+    lambda graph: any(
+      name == "FULLY_CONNECTED" and _split_dense(graph, op) for name, op in graph.ops()
+    ),
+  )

@@ -196,22 +196,25 @@ def test_flax_max_pooling_converts_to_tflite_pooling_with_the_same_values():
   x = np.random.default_rng(0).standard_normal((1, 16, 3)).astype(np.float32)
   model = quantize.to_tflite(pools, x.shape, "the pooling")
   assert "MAX_POOL_2D" in tflite_graph.operators(model)
+  np.testing.assert_allclose(_run_tflite(model, x), np.asarray(pools(x)), atol=1e-6)
+
+
+def _run_tflite(model: bytes, x: np.ndarray) -> np.ndarray:
   from ai_edge_litert.interpreter import Interpreter
 
   interpreter = Interpreter(model_content=model)
   interpreter.allocate_tensors()
   interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
   interpreter.invoke()
-  out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-  np.testing.assert_allclose(out, np.asarray(pools(x)), atol=1e-6)
+  return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def test_fold_affine_folds_batch_norms_into_layers_and_keeps_the_function():
+def test_graph_rewrites_fold_batch_norms_split_the_head_and_keep_the_function():
   rng = np.random.default_rng(0)
   kernels = [rng.standard_normal((k, 2, 4)).astype(np.float32) for k in (5, 3)]
-  dense = rng.standard_normal((8, 3)).astype(np.float32)
-  scale = rng.uniform(0.5, 2, 8).astype(np.float32)
-  shift = rng.standard_normal(8).astype(np.float32)
+  dense = rng.standard_normal((16, 3)).astype(np.float32)
+  scale = rng.uniform(0.5, 2, 16).astype(np.float32)
+  shift = rng.standard_normal(16).astype(np.float32)
 
   def network(x):
     dimensions = ("NWC", "WIO", "NWC")
@@ -219,21 +222,19 @@ def test_fold_affine_folds_batch_norms_into_layers_and_keeps_the_function():
       jax.lax.conv_general_dilated(x, k, (1,), "SAME", dimension_numbers=dimensions)
       for k in kernels
     ]
-    y = jax.nn.relu(jnp.concatenate(branches, axis=-1) * scale + shift)
-    pooled = y.mean(axis=1) * scale - shift  # a BatchNorm before the dense layer
+    y = jax.nn.relu(jnp.concatenate(branches, axis=-1) * scale[:8] + shift[:8])
+    # The benchmark head: max and mean pooling concatenated, a BatchNorm, a dense layer.
+    pooled = jnp.concatenate([y.max(axis=1), y.mean(axis=1)], axis=-1) * scale - shift
     return pooled @ dense
 
   model = quantize.to_tflite(network, (1, 12, 2), "the network")
   folded = tflite_graph.fold_affine(model)
+  split = tflite_graph.split_concatenated_dense(folded)
   assert {"MUL", "ADD", "SUB"} & set(tflite_graph.operators(model))
   assert not {"MUL", "ADD", "SUB"} & set(tflite_graph.operators(folded))
   assert len(folded) < len(model)  # the replaced weights are gone
+  assert tflite_graph.operators(split).count("FULLY_CONNECTED") == 2
+  assert tflite_graph.operators(split).count("CONCATENATION") == 1  # the branches' one
   x = rng.standard_normal((1, 12, 2)).astype(np.float32)
-  from ai_edge_litert.interpreter import Interpreter
-
-  interpreter = Interpreter(model_content=folded)
-  interpreter.allocate_tensors()
-  interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-  interpreter.invoke()
-  out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-  np.testing.assert_allclose(out, np.asarray(network(x)), rtol=1e-5, atol=1e-5)
+  for rewritten in (folded, split):
+    np.testing.assert_allclose(_run_tflite(rewritten, x), network(x), rtol=1e-5, atol=1e-5)
