@@ -20,14 +20,12 @@ intervals; ``evaluated`` names RUN) and ``predictions/{validation,test}.npz``:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 from absl import logging
 
 from lead_kt import cli, compilation_cache, input_pipeline, predict, sharding, train
@@ -104,11 +102,7 @@ def evaluate(
     }
     (staging / "predictions").mkdir()
     for split, outputs in (("validation", val), ("test", test)):
-      npz = io.BytesIO()
-      np.savez(
-        npz, scores=outputs.scores, labels=outputs.labels, index=np.arange(len(outputs.labels))
-      )
-      (staging / "predictions" / f"{split}.npz").write_bytes(npz.getvalue())
+      (staging / "predictions" / f"{split}.npz").write_bytes(train.predictions_npz(outputs))
     (staging / cli.RESULTS_FILE).write_text(json.dumps(results, indent=2))
   return results
 

@@ -358,11 +358,7 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     (workdir / "predictions").mkdir(exist_ok=True)
     for split, outputs in (("validation", val), ("test", test)):
       if outputs.scores is not None:
-        npz = io.BytesIO()
-        np.savez(
-          npz, scores=outputs.scores, labels=outputs.labels, index=np.arange(len(outputs.labels))
-        )
-        _write_atomically(workdir / "predictions" / f"{split}.npz", npz.getvalue())
+        _write_atomically(workdir / "predictions" / f"{split}.npz", predictions_npz(outputs))
     if hasattr(method, "write_figures"):
       method.write_figures(config, workdir)
     # Last: a run with results.json is finished (see _finished_results).
@@ -486,23 +482,38 @@ def _evaluate(predict, method, config, info, normalizer, data_sharding, params, 
     config.data, split, normalizer, config.eval_batch_size, data_sharding
   ):
     outputs = predict(params, mstate, _model_inputs(batch))
-    chunks.append(sharding.to_host({**outputs, "record": batch["record"], "mask": batch["mask"]}))
+    chunks.append(
+      sharding.to_host(
+        {**outputs, "record": batch["record"], "mask": batch["mask"], "label": batch["label"]}
+      )
+    )
   real = np.concatenate([c["mask"] for c in chunks]) > 0
   # Padding windows are dropped here, so nothing downstream can count them.
   outputs = {k: np.concatenate([c[k] for c in chunks])[real] for k in chunks[0] if k != "mask"}
-  records = outputs.pop("record")
+  records, window_labels = outputs.pop("record"), outputs.pop("label")
   labels = input_pipeline.split_labels(config.data, split)
-  scores = None
+  scores, losses = None, {}
   if "logits" in outputs:
-    probs = 1.0 / (1.0 + np.exp(-outputs.pop("logits").astype(np.float64)))
+    logits = outputs.pop("logits").astype(np.float64)
+    probs = 1.0 / (1.0 + np.exp(-logits))
     scores = input_pipeline.aggregate_windows(
       probs, records, np.ones(len(records)), info.split_sizes[split], config.data.eval_aggregate
     )
+    # The loss of the labels on the split's windows (the train loss's BCE term, unaugmented).
+    bce = np.logaddexp(0.0, logits) - window_labels * logits
+    losses["bce"] = float(bce.mean())
   if hasattr(method, "summarize"):
     means = method.summarize(outputs, records, labels)
   else:
     means = {k: float(v.mean()) for k, v in outputs.items() if v.ndim == 1}
-  return SplitOutputs(scores, labels, means)
+  return SplitOutputs(scores, labels, {**means, **losses})
+
+
+def predictions_npz(outputs: SplitOutputs) -> bytes:
+  """A split's ``predictions/<split>.npz``: per-record ``scores``, ``labels`` and ``index``."""
+  npz = io.BytesIO()
+  np.savez(npz, scores=outputs.scores, labels=outputs.labels, index=np.arange(len(outputs.labels)))
+  return npz.getvalue()
 
 
 def _epoch_scores(outputs: SplitOutputs) -> dict:
@@ -578,11 +589,17 @@ def _teacher_dirs(config, info, teacher_dir: epath.Path) -> list[epath.Path]:
     if len(dirs) > 1:
       expected["data.holdout_part"] = part
       stored.setdefault("data.holdout_part", 0)
+    results = _finished_results(run_dir) or {}
+    stored_kwargs = results.get("config", {}).get("student", {}).get("kwargs")
+    if stored_kwargs is not None:
+      stored["student.kwargs"] = json.loads(json.dumps(stored_kwargs))
+      expected["student.kwargs"] = json.loads(json.dumps(config.teacher.kwargs.to_dict()))
     for key, value in expected.items():
       if stored.get(key) != value:
         raise checkpoint.CheckpointError(
           f"teacher checkpoint {run_dir} has {key} = {stored.get(key)!r}, but this run needs "
-          f"{value!r} (config.teacher.backbone / the dataset's classes / teacher.target)"
+          f"{value!r} (config.teacher.backbone and .kwargs / the dataset's classes / "
+          "teacher.target)"
         )
   return dirs
 

@@ -13,7 +13,7 @@ from train_helpers import build_method
 from configs import feature_recon as feature_recon_config
 from configs import feature_recon_baseline
 from lead_kt import checkpoint, config_fields, input_pipeline, methods, models
-from lead_kt.methods import feature_recon
+from lead_kt.methods import common, feature_recon
 from lead_kt.methods.base import RunStart
 from lead_kt.models.feature_recon import CrossAttentionFusion
 

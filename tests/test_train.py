@@ -53,6 +53,9 @@ def test_teacher_then_mvkt_writes_results(mvkt_run):
   low, high = top["test"]["ci95"]["macro_auc"]
   assert low <= top["test"]["macro_auc"] <= high
   assert [h["epoch"] for h in top["history"]] == [1, 2]
+  assert all(0 < h["bce"] < 2 for h in top["history"])  # the validation loss
+  events = b"".join(p.read_bytes() for p in (workdir / "student" / "tensorboard").glob("events.*"))
+  assert b"validation/bce" in events
   assert 1 <= top["best_epoch"] <= 2
   assert top["best_epoch"] == max(top["history"], key=lambda h: h["macro_auc"])["epoch"]
   scores = np.load(workdir / "predictions" / "test.npz")["scores"]
@@ -151,7 +154,7 @@ def test_bad_config_fails_before_training(data_dir, tmp_path, override, message)
   config.teacher.checkpoint = str(tmp_path / "no_teacher_needed_to_fail")
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path / "run"))
-  assert not (tmp_path / "run" / "checkpoints").exists()
+  assert not (tmp_path / "run").exists()  # a run that cannot start writes nothing
 
 
 def test_teacher_of_another_architecture_is_refused(mvkt_run, data_dir, tmp_path):
@@ -161,7 +164,13 @@ def test_teacher_of_another_architecture_is_refused(mvkt_run, data_dir, tmp_path
   config.teacher.kwargs = {}
   config.teacher.checkpoint = str(workdir / "teacher")
   with pytest.raises(checkpoint.CheckpointError, match="fcn_wang"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+  # The corrected command starts cleanly in the same workdir (issue 29: it was refused, the
+  # failed start having written run_identity.json).
+  config = tiny_config("mvkt", data_dir, num_epochs=1)
+  config.teacher.checkpoint = str(workdir / "teacher")
+  assert train.train_and_evaluate(config, str(tmp_path / "run")) is not None
 
 
 def test_teacher_with_other_widths_is_refused(mvkt_run, data_dir, tmp_path):
@@ -169,8 +178,9 @@ def test_teacher_with_other_widths_is_refused(mvkt_run, data_dir, tmp_path):
   config = tiny_config("mvkt", data_dir)
   config.teacher.kwargs.filters = (8, 8, 8)
   config.teacher.checkpoint = str(workdir / "teacher")
-  with pytest.raises(checkpoint.CheckpointError, match="does not fit"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(checkpoint.CheckpointError, match="filters"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 def test_workdir_of_an_incompatible_run_is_refused(mvkt_run, data_dir):
