@@ -26,7 +26,7 @@ and:
   its latency per window on this CPU (one thread, batch 1, median of --latency-runs).
 - `accuracy.json` (--evaluate): each file's macro-AUC on the run's test split against the run's
   own float network, with the paired bootstrap difference and its 95 % interval
-  (lead_kt.metrics), and the largest per-window probability difference.
+  (lead_kt.metrics), and the largest and the mean per-window probability difference.
 contract.json gains `artefacts` (per file: batch, input and output dtype, and scale and zero point
 where int8) and `calibration`. `lead_kt.reference_runner` runs any of the files through the
 contract alone.
@@ -458,6 +458,7 @@ def evaluate(predictor: predict.Predictor, out_dir: str, contract: dict) -> dict
       "macro_auc_difference": paired["difference"]["macro_auc"],
       "macro_auc_difference_ci95": paired["ci95"]["macro_auc"],
       "max_window_probability_difference": float(np.abs(probabilities - reference).max()),
+      "mean_window_probability_difference": float(np.abs(probabilities - reference).mean()),
     }
   return result
 

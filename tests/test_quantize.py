@@ -127,6 +127,22 @@ def test_budget_counts_the_network(quantized):
     assert files[file]["latency_ms"] > 0
 
 
+def test_evaluation_scores_each_file_against_the_run(quantized, run_dir):
+  out_dir, predictor = quantized
+  contract = json.loads((out_dir / "contract.json").read_text())
+  accuracy = quantize.evaluate(predictor, str(out_dir), contract)
+  results = json.loads((pathlib.Path(run_dir) / "results.json").read_text())
+  assert accuracy["reference"]["macro_auc"] == pytest.approx(results["test"]["macro_auc"])
+  assert accuracy["records"] == results["split_sizes"]["test"]
+  for file, entry in accuracy["files"].items():
+    lower, upper = entry["macro_auc_difference_ci95"]
+    assert lower <= entry["macro_auc_difference"] <= upper
+    if "int8" in file:  # Windows beyond the 64 calibration windows' amplitude are clipped.
+      assert entry["mean_window_probability_difference"] <= INT8_TOLERANCE / 2
+    else:
+      assert entry["max_window_probability_difference"] <= 1e-5
+
+
 def test_reference_runner_needs_no_model_code(quantized, tmp_path):
   """A fresh interpreter runs the int8 model over a record without lead_kt's networks."""
   out_dir, _ = quantized
