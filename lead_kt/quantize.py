@@ -20,10 +20,11 @@ and:
 - `model_int8.onnx`: model.onnx in int8 QDQ form (onnxruntime's static quantizer after its graph
   optimisation, which folds BatchNorm into the convolutions; per-channel int8 weights, int8
   activations), float32 input and output, any batch.
-- `budget.json`, also printed: parameters (the float32 constants of model.tflite), multiply-
-  accumulates per window (convolutions and fully connected layers), the TFLite-Micro arena the
-  int8 model needs (its peak activation memory plus the interpreter's own), each file's bytes and
-  its latency per window on this CPU (one thread, batch 1, median of --latency-runs).
+- `budget.json`, also printed (with accuracy.json's figures): parameters (the float32 constants
+  of model.tflite), multiply-accumulates per window (convolutions and fully connected layers), the
+  TFLite-Micro arena the int8 model needs (its peak activation memory plus the interpreter's own),
+  each file's bytes and its latency per window on this CPU (one thread, batch 1, median of
+  --latency-runs).
 - `accuracy.json` (--evaluate): each file's macro-AUC on the run's test split against the run's
   own float network, with the paired bootstrap difference and its 95 % interval
   (lead_kt.metrics), and the largest and the mean per-window probability difference.
@@ -475,17 +476,20 @@ def quantize(
   latency_runs: int = 100,
 ) -> dict:
   """Writes export's files, the int8 models, budget.json (and accuracy.json) to the new or empty
-  directory `out_dir` (module docstring); returns the budget."""
+  directory `out_dir` (module docstring); returns the budget and the accuracy (None without
+  `with_accuracy`). `out_dir` is checked first; nothing is written before the calibration set is
+  read and the network converted."""
   cli.require_finished_run(predict.resolve_run_dir(workdir))
-  predictor = predict.Predictor(workdir)
-  name = f"the {predictor.config.student.backbone} network of {predictor.run_dir}"
-  windows = calibration_windows(predictor, calibration_count, seed, calibration_records, csv_fs)
-  spec = predictor.spec
-  float_tflite = tflite_graph.fold_affine(
-    to_tflite(export.probabilities_fn(predictor), (1, spec.crop_len, len(spec.input_leads)), name)
-  )
-  int8_model, int8_io = int8_tflite(predictor, windows, name)
   with cli.output_directory(out_dir) as staging:
+    predictor = predict.Predictor(workdir)
+    name = f"the {predictor.config.student.backbone} network of {predictor.run_dir}"
+    windows = calibration_windows(predictor, calibration_count, seed, calibration_records, csv_fs)
+    spec = predictor.spec
+    shape = (1, spec.crop_len, len(spec.input_leads))
+    float_tflite = tflite_graph.fold_affine(
+      to_tflite(export.probabilities_fn(predictor), shape, name)
+    )
+    int8_model, int8_io = int8_tflite(predictor, windows, name)
     description = export.export(workdir, staging, onnx=onnx)
     files = dict(description["files"], tflite=TFLITE_FILE, tflite_int8=TFLITE_INT8_FILE)
     (staging / TFLITE_FILE).write_bytes(float_tflite)
@@ -503,14 +507,14 @@ def quantize(
     (staging / export.CONTRACT_FILE).write_text(json.dumps(description, indent=2))
     report = budget(str(staging), description, name, windows[:1], latency_runs)
     (staging / BUDGET_FILE).write_text(json.dumps(report, indent=2))
-    if with_accuracy:
-      accuracy = evaluate(predictor, str(staging), description)
+    accuracy = evaluate(predictor, str(staging), description) if with_accuracy else None
+    if accuracy is not None:
       (staging / ACCURACY_FILE).write_text(json.dumps(accuracy, indent=2))
-  return report
+  return report, accuracy
 
 
-def budget_table(report: dict) -> str:
-  """The budget as a few lines of text."""
+def summary(report: dict, accuracy: dict | None) -> str:
+  """The budget (and the accuracy) as a few lines of text."""
   lines = [
     f"{report['backbone']}: {report['parameters']:,} parameters, "
     f"{report['macs_per_window']:,} MACs per window, TFLite-Micro arena "
@@ -522,6 +526,17 @@ def budget_table(report: dict) -> str:
     lines.append(f"{file:<20}{entry['bytes']:>12,}{latency:>12}")
     if "tflite_micro_latency_ms" in entry:
       lines.append(f"{'  on TFLite-Micro':<32}{entry['tflite_micro_latency_ms']:>12.3f}")
+  if accuracy is not None:
+    lines.append(
+      f"test macro-AUC of the float network {accuracy['reference']['macro_auc']:.4f} "
+      f"({accuracy['records']} records); difference [95 % interval], largest window difference:"
+    )
+    for file, entry in accuracy["files"].items():
+      lower, upper = entry["macro_auc_difference_ci95"]
+      lines.append(
+        f"{file:<20}{entry['macro_auc_difference']:+.4f} [{lower:+.4f}, {upper:+.4f}]"
+        f"  {entry['max_window_probability_difference']:.3f}"
+      )
   return "\n".join(lines)
 
 
@@ -550,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
   compilation_cache.enable()
   try:
-    report = quantize(
+    report, accuracy = quantize(
       args.workdir,
       args.out,
       args.calibration_windows,
@@ -569,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     QuantizeError,
   ) as error:
     return cli.report(error)
-  print(budget_table(report))
+  print(summary(report, accuracy))
   return 0
 
 

@@ -196,6 +196,16 @@ def test_a_bad_calibration_set_is_refused_before_any_file(case, tmp_path, capsys
   assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "ii.csv"]  # no partial output
 
 
+def test_an_output_directory_in_use_is_refused_before_any_work(tmp_path, capsys):
+  out_dir = tmp_path / "out"
+  out_dir.mkdir()
+  (out_dir / "notes.txt").write_text("mine")
+  assert quantize.main(["--workdir", run_fixture.tiny_run(), "--out", str(out_dir)]) == 2
+  assert "exists and is not an empty directory" in capsys.readouterr().err
+  assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]
+  assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_an_operation_tflite_cannot_express_is_named_with_the_backbone():
   def running_max(x):  # A 1-D reduce_window that no TFLite builtin expresses.
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 1), (1, 1, 1), "SAME")
