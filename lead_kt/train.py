@@ -277,7 +277,8 @@ def _run(config, workdir: epath.Path, teacher_dir: epath.Path | None = None) -> 
     new_state, scalars = step_fn(state, batch)
     return new_state, collection.single_from_model_output(**scalars)
 
-  predict = jax.jit(method.predict)
+  # Validation may compute more than inference does (e.g. agreement with a teacher).
+  predict = jax.jit(getattr(method, "evaluation_outputs", method.predict))
   evaluate = functools.partial(_evaluate, predict, method, config, info, normalizer, data_sharding)
 
   # Checkpoints are chosen on validation (never on test) by this score, higher is better.

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from etils import epath
-from train_helpers import tiny_config
+from train_helpers import build_method, tiny_config
 
 from configs import distill_crossval
 from lead_kt import input_pipeline, models, sweep, train
@@ -122,3 +122,27 @@ def test_oof_run_validates_every_n_epochs_and_reports_agreement(oof_run):
   assert results["test"]["macro_auc"] == pytest.approx(
     diagnostics["test"]["student_macro_auc"], abs=1e-3
   )
+
+
+def test_kd_predict_is_the_student_alone_and_evaluation_adds_agreement(oof_run):
+  """Inference and export trace ``predict``: it must not carry the teacher."""
+  config, _ = oof_run
+  method = build_method(config, num_classes=5)
+  batch = {
+    "teacher": jnp.zeros((2, 250, 12)),
+    "student": jnp.zeros((2, 250, 1)),
+    "label": jnp.zeros((2, 5)),
+    "index": jnp.zeros(2, jnp.int32),
+    "mask": jnp.ones(2),
+  }
+  params, state = method.init(jax.random.key(0), batch)
+  predict = jax.make_jaxpr(method.predict)(params, state, batch)
+  evaluation = jax.make_jaxpr(method.evaluation_outputs)(params, state, batch)
+  assert set(method.predict(params, state, batch)) == {"logits"}
+  assert set(method.evaluation_outputs(params, state, batch)) == {
+    "logits",
+    "teacher_kl",
+    "teacher_agreement",
+  }
+  # Two teachers' forwards are in the evaluation only.
+  assert len(evaluation.eqns) > 2 * len(predict.eqns)

@@ -17,6 +17,9 @@ Optional hooks, called by the trainer when a method has them (besides ``state_sh
       state, after the teacher's variables are in place (not on resume: what it returns is
       checkpointed). For what needs the data or the run's length, e.g. statistics of the train
       split or a schedule counted in steps.
+  ``evaluation_outputs(params, state, batch) -> dict``  what validation and test evaluation
+      compute in place of ``predict`` (its outputs plus per-window extras such as agreement with
+      the teacher), so that ``predict``, which inference and export trace, stays the network.
   ``diagnostics(params, state, batches) -> dict``  once, with the best variables after the test
       evaluation; the dict goes into results.json under ``diagnostics``. ``batches`` is
       ``RunStart.batches``.

@@ -121,8 +121,14 @@ class Mvkt:
 
   def predict(self, params, state, batch):
     out = self.student.eval_apply(params["student"], state["student"], batch["student"])
+    return {"logits": out.logits}
+
+  def evaluation_outputs(self, params, state, batch):
+    """``predict``'s outputs and the student's agreement with its teacher, for validation (not
+    in ``predict``, which export and inference trace: they must not carry the teacher)."""
+    logits = self.predict(params, state, batch)["logits"]
     teacher = self.teacher.frozen_apply(state["teacher"], batch["teacher"])
-    return {"logits": out.logits, **losses.agreement(out.logits, teacher.logits)}
+    return {"logits": logits, **losses.agreement(logits, teacher.logits)}
 
   def state_shardings(self, state, mesh):
     """Replicated, except the bank rows split over the data axis when ``bank_sharding="data"``."""
