@@ -123,6 +123,7 @@ def test_predict_applies_the_contract_after_resampling(record):
     mean=np.zeros(12, np.float32),
     inv_std=np.ones(12, np.float32),
     preprocessing=predict.RecordPreprocessing(contract="ecgfounder"),
+    record_seconds=None,
   )
   ecg = ecg_io.select_leads(record, ecg_io.STANDARD_LEADS)
   at_250hz = ecg_io.resample(ecg, 500, 250)
