@@ -331,14 +331,22 @@ def _record_csv(path: pathlib.Path, record: ecg_io.Record) -> list[str]:
   return lines
 
 
+def _record_csv_with_cell(
+  path: pathlib.Path, record: ecg_io.Record, line: int, column: int, cell: str
+) -> None:
+  """Writes the record as _record_csv does, with field `column` of line `line` (0: the header) set
+  to the text `cell`."""
+  lines = _record_csv(path, record)
+  row = lines[line].split(",")
+  row[column] = cell
+  lines[line] = ",".join(row)
+  path.write_text("\n".join(lines) + "\n")
+
+
 @pytest.mark.parametrize("cell, fields", [("0,123", 13), ("0,1,2", 14)])
 def test_a_csv_row_with_a_field_too_many_is_refused_naming_it(tmp_path, ptbxl_record, cell, fields):
   # A decimal comma splits one cell in two; read as it lies, the row's later leads would shift.
-  lines = _record_csv(tmp_path / "r.csv", ptbxl_record)
-  row = lines[102].split(",")
-  row[1] = cell
-  lines[102] = ",".join(row)
-  (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+  _record_csv_with_cell(tmp_path / "r.csv", ptbxl_record, 102, 1, cell)
   with pytest.raises(
     ecg_io.EcgReadError,
     match=rf"r\.csv: row 103 has {fields} fields \(a decimal comma\?\), but the header has 12",
@@ -356,11 +364,7 @@ def test_a_csv_row_with_a_field_too_few_is_refused_naming_it(tmp_path, ptbxl_rec
 
 @pytest.mark.parametrize("cell", ["n/a", "NA", "null", "inf", "-inf", "nan", "abc"])
 def test_a_csv_text_cell_is_named_by_row_and_column(tmp_path, ptbxl_record, cell):
-  lines = _record_csv(tmp_path / "r.csv", ptbxl_record)
-  row = lines[101].split(",")
-  row[3] = cell
-  lines[101] = ",".join(row)
-  (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+  _record_csv_with_cell(tmp_path / "r.csv", ptbxl_record, 101, 3, cell)
   with pytest.raises(
     ecg_io.EcgReadError, match=rf"r\.csv: row 102, column 'aVR': '{cell}' is not a finite number"
   ):

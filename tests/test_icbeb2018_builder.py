@@ -4,17 +4,19 @@ Tests marked `needs_shared` read the first Challenge 2020 release from the proje
 folder, `../shared/data/cpsc2018` beside the repository.
 """
 
+import functools
 import math
 import os
 import pathlib
 import shutil
 from collections import Counter
 
+import builder_helpers
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 import wfdb
+from builder_helpers import assert_no_dataset, examples
 
 from data_builders.icbeb2018 import Builder, labels, preprocessing, sources
 from data_builders.icbeb2018.labels import Icbeb2018SourceError
@@ -32,25 +34,7 @@ EARLY = SHARED_CPSC2018 / "challenge2020_early"
 needs_shared = pytest.mark.skipif(
   not EARLY.is_dir(), reason=f"needs the real-data folder {EARLY} beside the repository"
 )
-
-
-def build(manual_dir, data_dir, config="500hz"):
-  """Builds `config` from manual_dir into data_dir; returns the builder."""
-  builder = Builder(config=config, data_dir=str(data_dir), file_format="array_record")
-  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir and str(manual_dir))
-  builder.download_and_prepare(download_config=download_config)
-  return builder
-
-
-def examples(builder):
-  """{record name: example} over all splits, each example with its split added."""
-  found = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split)
-    for i in range(len(source)):
-      example = dict(source[i], split=split)
-      found[example["record_id"].decode()] = example
-  return found
+build = functools.partial(builder_helpers.build, Builder)
 
 
 def reference_label(name):
@@ -77,11 +61,6 @@ def edit_header(path, old, new):
   assert old in text
   with open(path, "w") as handle:
     handle.write(text.replace(old, new))
-
-
-def assert_no_dataset(data_dir):
-  written = [name for _, _, files in os.walk(data_dir) for name in files]
-  assert not [name for name in written if "array_record" in name or name == "dataset_info.json"]
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,16 @@ missing and missing-sample leads) are written as header variants of a real recor
 """
 
 import csv
+import functools
 import os
 import pathlib
 from collections import Counter
 
-import ml_collections
+import builder_helpers
 import numpy as np
 import pytest
 import scipy.io
-import tensorflow_datasets as tfds
+from builder_helpers import assert_no_dataset, examples
 
 from data_builders.icbeb2018.labels import parse_dx_codes
 from data_builders.physionet2021 import Builder, labels, sources
@@ -38,30 +39,7 @@ SPLITS = ("train", "validation", "test")
 NSR = "426783006"
 # 30 minutes at 257 Hz, as the INCART records.
 INCART_SAMPLES = 462600
-
-
-def build(manual_dir, data_dir, config="500hz"):
-  builder = Builder(config=config, data_dir=str(data_dir))
-  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir and str(manual_dir))
-  builder.download_and_prepare(download_config=download_config)
-  return builder
-
-
-def examples(builder):
-  """{record name: example with its split added} over all splits."""
-  found = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split)
-    for position in range(len(source)):
-      example = dict(source[position], split=split)
-      assert example["index"] == position
-      found[example["record_id"].decode()] = example
-  return found
-
-
-def assert_no_dataset(data_dir):
-  written = [name for _, _, files in os.walk(data_dir) for name in files]
-  assert not [name for name in written if "array_record" in name or name == "dataset_info.json"]
+build = functools.partial(builder_helpers.build, Builder)
 
 
 def real_digital(name="HR00001"):
@@ -370,22 +348,11 @@ def test_100hz_scored_only_holdout_build(built_holdout):
 
 @needs_shared
 def test_the_input_pipeline_reads_the_dataset_by_name(built_500):
-  data_cfg = ml_collections.ConfigDict(
-    {
-      "name": "physionet2021/500hz",
-      "data_dir": str(pathlib.Path(built_500.data_dir).parents[2]),  # <data_dir>/name/config/1.0.0
-      "manual_dir": "",
-      "student_leads": ("I",),
-      "crop_len": 2500,
-      "pad_short": True,
-      "normalization": "global",
-      "preprocessing": "",
-      "eval_stride": 0,
-      "eval_aggregate": "max",
-      "worker_count": 0,
-      "cv_test_fold": 0,
-    }
-  )
+  data_cfg = input_pipeline.default_data_config()
+  data_cfg.name = "physionet2021/500hz"
+  # <data_dir>/name/config/1.0.0
+  data_cfg.data_dir = str(pathlib.Path(built_500.data_dir).parents[2])
+  data_cfg.crop_len = 2500
   info = input_pipeline.dataset_info(data_cfg)
   assert info.class_names == labels.CLASS_NAMES and info.num_classes == 26
   assert info.split_sizes == {s: built_500.info.splits[s].num_examples for s in SPLITS}

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.icbeb2018 import labels, preprocessing, sources
+from data_builders.manual_builder import ManualDirBuilder, record_example, record_features
 from lead_kt import ecg_io
 from lead_kt.ecg_io import STANDARD_LEADS, EcgReadError
 
@@ -95,7 +96,7 @@ def _config(rate: int, label10: str, split: str, denoise: bool, record_seconds: 
   )
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
   """ICBEB2018 / CPSC2018 from a manual_dir (original .mat files or Challenge 2020 WFDB form)."""
 
   VERSION = tfds.core.Version("1.1.0")
@@ -125,44 +126,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   optional; when present in FOLDER or its parent it gives the labels and folds). Each record once.
   """
 
-  def __init__(self, *, file_format=None, **kwargs):
-    """file_format defaults to array_record (random access without TensorFlow)."""
-    self._manual_dir: str | None = None
-    super().__init__(file_format=file_format or "array_record", **kwargs)
-
-  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
-    """As TFDS's; remembers download_config.manual_dir, which a build requires."""
-    manual_dir = download_config and download_config.manual_dir
-    self._manual_dir = os.fspath(manual_dir) if manual_dir is not None else None
-    super().download_and_prepare(
-      download_dir=download_dir, download_config=download_config, **kwargs
-    )
-
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-      features=tfds.features.FeaturesDict(
-        {
-          # Raw bytes: much faster to serialise than a proto float list (as in ptbxl).
-          "ecg": tfds.features.Tensor(
-            shape=(self.builder_config.record_length, len(STANDARD_LEADS)),
-            dtype=np.float32,
-            encoding=tfds.features.Encoding.BYTES,
-          ),
-          "label": tfds.features.Tensor(
-            shape=(len(labels.CLASS_NAMES),),
-            dtype=np.float32,
-            encoding=tfds.features.Encoding.BYTES,
-          ),
-          # Class index of the first label (REFERENCE.csv's First_label, else the first #Dx
-          # label), for the MVKT other_class negatives.
-          "first_label": tfds.features.Scalar(dtype=np.int32),
-          "index": tfds.features.Scalar(dtype=np.int64),
-          "length": tfds.features.Scalar(dtype=np.int32),
-          "strat_fold": tfds.features.Scalar(dtype=np.int32),
-          "age": tfds.features.Scalar(dtype=np.float32),
-          "sex": tfds.features.Scalar(dtype=np.int32),
-          "record_id": tfds.features.Text(),
-        }
+      features=record_features(
+        self.builder_config.record_length,
+        len(labels.CLASS_NAMES),
+        # Class index of the first label (REFERENCE.csv's First_label, else the first #Dx
+        # label), for the MVKT other_class negatives.
+        first_label=tfds.features.Scalar(dtype=np.int32),
       ),
       homepage="http://2018.icbeb.org/Challenge.html",
       citation=_CITATION,
@@ -215,20 +186,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           ecg = ecg_io.resample(ecg, SOURCE_RATE, config.sampling_rate)
         if config.record_length:
           ecg = preprocessing.centre_crop_or_tile(ecg, config.record_length)
-        yield (
-          planned.name,
-          {
-            "ecg": ecg,
-            "label": labels.multi_hot(planned.classes),
-            "first_label": planned.classes[0],
-            "index": index,
-            "length": ecg.shape[0],
-            "strat_fold": planned.fold,
-            "age": record.meta["age"],
-            "sex": record.meta["sex"],
-            "record_id": planned.name,
-          },
-        )
+        label = labels.multi_hot(planned.classes)
+        example = record_example(ecg, label, index, planned, record, first_label=planned.classes[0])
+        yield planned.name, example
         if count % _PROGRESS_EVERY == 0 or count == len(entries):
           rate = count / max(time.monotonic() - started, 1e-9)
           _logger.info(

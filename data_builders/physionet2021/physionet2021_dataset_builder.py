@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.icbeb2018.sources import first_names
+from data_builders.manual_builder import ManualDirBuilder, record_example, record_features
 from data_builders.physionet2021 import labels, sources
 from data_builders.physionet2021.labels import Physionet2021SourceError
 from lead_kt import ecg_io
@@ -90,7 +91,7 @@ def _config(rate: int, keep_unscored: bool, holdout: str) -> Physionet2021Config
   )
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
   """The PhysioNet/CinC Challenge 2021 collection, or any part of it, from a manual_dir."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -109,48 +110,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   database folder of it, several, or the records (`<name>.hea` + `<name>.mat`) in flat folders.
   """
 
-  def __init__(self, *, file_format=None, **kwargs):
-    """file_format defaults to array_record (random access without TensorFlow)."""
-    self._manual_dir: str | None = None
-    super().__init__(file_format=file_format or "array_record", **kwargs)
-
-  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
-    """As TFDS's; remembers download_config.manual_dir, which a build requires."""
-    manual_dir = download_config and download_config.manual_dir
-    self._manual_dir = os.fspath(manual_dir) if manual_dir is not None else None
-    super().download_and_prepare(
-      download_dir=download_dir, download_config=download_config, **kwargs
-    )
-
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
     return self.dataset_info_from_configs(
-      features=tfds.features.FeaturesDict(
-        {
-          # Raw bytes: much faster to serialise than a proto float list (as in ptbxl).
-          "ecg": tfds.features.Tensor(
-            shape=(None, len(STANDARD_LEADS)),
-            dtype=np.float32,
-            encoding=tfds.features.Encoding.BYTES,
-          ),
-          "label": tfds.features.Tensor(
-            shape=(len(labels.CLASS_NAMES),),
-            dtype=np.float32,
-            encoding=tfds.features.Encoding.BYTES,
-          ),
-          "index": tfds.features.Scalar(dtype=np.int64),
-          "length": tfds.features.Scalar(dtype=np.int32),
-          "strat_fold": tfds.features.Scalar(dtype=np.int32),
-          "age": tfds.features.Scalar(dtype=np.float32),
-          "sex": tfds.features.Scalar(dtype=np.int32),
-          "record_id": tfds.features.Text(),
-          "database": tfds.features.Text(),
-          # The #Dx codes of no scored class, comma-separated in header order.
-          "unscored_dx": tfds.features.Text(),
-          # Leads (in lead_names order) whose peak-to-peak is at most ecg_io.FLAT_LEAD_MV.
-          "flat_leads": tfds.features.Tensor(shape=(len(STANDARD_LEADS),), dtype=np.bool_),
-          "ptbxl_ecg_id": tfds.features.Scalar(dtype=np.int64),
-        }
+      features=record_features(
+        None,
+        len(labels.CLASS_NAMES),
+        database=tfds.features.Text(),
+        # The #Dx codes of no scored class, comma-separated in header order.
+        unscored_dx=tfds.features.Text(),
+        # Leads (in lead_names order) whose peak-to-peak is at most ecg_io.FLAT_LEAD_MV.
+        flat_leads=tfds.features.Tensor(shape=(len(STANDARD_LEADS),), dtype=np.bool_),
+        ptbxl_ecg_id=tfds.features.Scalar(dtype=np.int64),
       ),
       homepage="https://physionet.org/content/challenge-2021/",
       disable_shuffling=True,
@@ -206,20 +177,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _count_stored(metadata, planned.database, record, flat)
       yield (
         planned.name,
-        {
-          "ecg": ecg,
-          "label": labels.multi_hot(planned.classes),
-          "index": index,
-          "length": ecg.shape[0],
-          "strat_fold": planned.fold,
-          "age": record.meta["age"],
-          "sex": record.meta["sex"],
-          "record_id": planned.name,
-          "database": planned.database,
-          "unscored_dx": ",".join(planned.unscored),
-          "flat_leads": flat,
-          "ptbxl_ecg_id": labels.ptbxl_ecg_id(planned.name),
-        },
+        record_example(
+          ecg,
+          labels.multi_hot(planned.classes),
+          index,
+          planned,
+          record,
+          database=planned.database,
+          unscored_dx=",".join(planned.unscored),
+          flat_leads=flat,
+          ptbxl_ecg_id=labels.ptbxl_ecg_id(planned.name),
+        ),
       )
       index += 1
       if count % _PROGRESS_EVERY == 0:
