@@ -328,7 +328,7 @@ def test_linear_probe_separates_informative_from_noise_features():
   assert abs(probe(noise) - 0.5) < 0.1
 
 
-def test_per_record_means():
+def test_per_record_aggregates():
   batches = [
     {
       "record": jnp.array([0, 0, 1, 0]),
@@ -343,7 +343,7 @@ def test_per_record_means():
       "x": jnp.array([[7.0], [9.0]]),
     },
   ]
-  means, labels = common.per_record_means(lambda b: {"x": b["x"]}, iter(batches))
+  means, labels = common.per_record_aggregates(lambda b: {"x": b["x"]}, iter(batches))
   np.testing.assert_allclose(means["x"], [[2.0], [7.0], [7.0]])
   np.testing.assert_array_equal(labels, [[1.0], [0.0], [1.0]])
 

@@ -114,7 +114,7 @@ def build_teacher(config: ml_collections.ConfigDict, num_classes: int, num_train
   return Teacher(net, target, tuple(int(p) for p in holdout_parts(num_train, parts)), parts)
 
 
-def per_record_means(
+def per_record_aggregates(
   features: Callable[[dict], dict], batches: Iterator[dict], aggregate: str = "mean"
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Each record's ``aggregate`` (mean, or max) over its windows of every ``features(batch)``
@@ -156,7 +156,7 @@ def distillation_diagnostics(
 
   report = {}
   for split in ("train", "validation", "test"):
-    probs, labels = per_record_means(
+    probs, labels = per_record_aggregates(
       lambda b, t=split == "train": probabilities(b, t), batches(split), aggregate
     )
     p_s, p_t = (np.clip(probs[k], 1e-7, 1 - 1e-7) for k in ("student", "teacher"))

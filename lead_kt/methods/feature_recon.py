@@ -61,7 +61,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lead_kt import losses, methods, metrics, sharding
 from lead_kt.methods.base import RunStart
-from lead_kt.methods.common import Network, build_backbone, per_record_means
+from lead_kt.methods.common import Network, build_backbone, per_record_aggregates
 from lead_kt.models.feature_recon import FUSIONS, FeatureReconOutput, FeatureReconStudent
 
 RECON_LOSSES = ("mse", "cosine")
@@ -352,7 +352,9 @@ class FeatureRecon:
     if not self.cfg.recon.linear_probe:
       return {}
     features = jax.jit(self.probe_features)
-    extract = lambda split: per_record_means(lambda b: features(params, state, b), batches(split))
+    extract = lambda split: per_record_aggregates(
+      lambda b: features(params, state, b), batches(split)
+    )
     (train_x, train_y), (test_x, test_y) = extract("train"), extract("test")
     inverse_l2 = self.cfg.recon.probe_inverse_l2
     auc = {
