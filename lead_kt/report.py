@@ -484,14 +484,17 @@ def _main_table(runs: Sequence[Run], evaluations: Sequence[dict]) -> list[str]:
   return _table(header, body)
 
 
-def _per_class_table(runs: Sequence[Run], evaluations: Sequence[dict]) -> list[str]:
+def _per_class_table(
+  runs: Sequence[Run], evaluations: Sequence[dict], metric: str, macro_label: str
+) -> list[str]:
+  """One row per run: ``metric`` ("auc" or "f1") per class, then its macro mean with interval."""
   class_names = runs[0].class_names
-  header = ["Method", "Leads", "Backbone", *class_names, "Macro F1"]
+  header = ["Method", "Leads", "Backbone", *class_names, macro_label]
   body = [
     [
       *run.row,
-      *(_fmt_ci(result["f1"][name], None) for name in class_names),
-      _fmt_ci(result["macro_f1"], result["ci95"]["macro_f1"]),
+      *(_fmt_ci(result[metric][name], None) for name in class_names),
+      _fmt_ci(result[f"macro_{metric}"], result["ci95"][f"macro_{metric}"]),
     ]
     for run, result in zip(runs, evaluations, strict=True)
   ]
@@ -539,6 +542,24 @@ def _difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[str]:
     body.append([*run.row, baseline.label, *deltas])
   return _table(header, body)
 
+
+
+def _per_class_difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[str]:
+  """Per-class paired ΔAUC with intervals: which classes a run gains or loses on."""
+  class_names = pairs[0][0].class_names
+  header = ["Method", "Leads", "Backbone", "Baseline", *class_names]
+  body = [
+    [
+      *run.row,
+      baseline.label,
+      *(
+        _fmt_ci(paired["difference"]["auc"][name], paired["ci95"]["auc"][name], signed=True)
+        for name in class_names
+      ),
+    ]
+    for run, baseline, paired in pairs
+  ]
+  return _table(header, body)
 
 METHODS_NOTE = (
   "Test metrics with 95% bootstrap percentile intervals ({n_boot} resamples of the test records, "
@@ -637,8 +658,10 @@ def _dataset_section(
 ) -> list[str]:
   """Markdown of one dataset (per-class F1, paired differences, figures); writes its PNGs."""
   dataset, slug = runs[0].dataset, _slug(runs[0].dataset)
-  lines = ["", f"## {dataset}", "", "### Per-class F1 (test)", ""]
-  lines += _per_class_table(runs, evaluations)
+  lines = ["", f"## {dataset}", "", "### Per-class AUC (test)", ""]
+  lines += _per_class_table(runs, evaluations, "auc", "Macro AUC")
+  lines += ["", "### Per-class F1 (test)", ""]
+  lines += _per_class_table(runs, evaluations, "f1", "Macro F1")
   if baselines:
     matched = [(run, _matching_baseline(run, baselines)) for run in runs if run not in baselines]
     pairs = [
@@ -648,6 +671,9 @@ def _dataset_section(
     ]
     lines += ["", "### Paired bootstrap difference against the baseline (run minus baseline)", ""]
     lines += _difference_table(pairs) if pairs else ["No other run of this dataset."]
+    if pairs:
+      lines += ["", "### Per-class ΔAUC against the baseline (paired, test)", ""]
+      lines += _per_class_difference_table(pairs)
   if len({fold for run in runs for fold in run.folds}) > 1:
     lines += ["", "### Test macro-AUC per fold (each fold's own test records)", ""]
     lines += _per_fold_table(runs, baselines)

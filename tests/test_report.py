@@ -62,6 +62,12 @@ def test_report_tables_and_plots(tmp_path):
   delta_auc = next(line for line in text.splitlines() if line.startswith(paired_row))
   delta_auc = delta_auc.split("|")[5].strip()
   assert delta_auc.startswith("+") and "[+" in delta_auc
+  # Per class: AUCs, and the paired ΔAUC of each class (a row per run, a cell per class).
+  assert "| Method | Leads | Backbone | NORM | MI | STTC | Macro AUC |" in text
+  per_class_delta = text.split("### Per-class ΔAUC against the baseline")[1]
+  row = next(line for line in per_class_delta.splitlines() if line.startswith(paired_row))
+  cells = [cell.strip() for cell in row.split("|")[5:8]]
+  assert all(cell.startswith(("+", "-")) and cell.count("[") == 1 for cell in cells), cells
   slug = "ptbxl_superdiagnostic_100hz"
   for name in (f"roc_{slug}.png", f"f1_{slug}.png", f"per_lead_{slug}.png"):
     assert (out / name).stat().st_size > 10_000
