@@ -100,8 +100,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.clip_grad_norm = 0.0  # 0 = no clipping
 
   # On-device augmentation of every method's training batches (lead_kt/augment.py), applied to
-  # the 12-lead view before the student's leads are cut from it. Strengths in normalised units;
-  # 0 = off. All off by default.
+  # the 12-lead view before the student's leads are cut from it (recorded noise: see
+  # recorded_noise_view). Strengths in normalised units; 0 = off. All off by default.
   c.augment = ml_collections.ConfigDict()
   c.augment.scale = 0.0  # std of the log amplitude factor per record (0.1: about +-10 %)
   c.augment.noise = 0.0  # the largest white-noise std per record (each record's is uniform below)
@@ -111,6 +111,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment.mixup = 0.0  # Beta(mixup, mixup) weight of whole-crop mixup; 0 = off
   c.augment.cutmix = 0.0  # Beta(cutmix, cutmix) share kept by a time-segment mix; 0 = off
   c.augment.mix_prob = 1.0  # probability that a batch is mixed (by mixup or cutmix, one of them)
+  # The largest std of recorded noise per record (each record's is uniform below): the MIT-BIH
+  # Noise Stress Test Database's baseline wander, muscle artefact or electrode motion, one drawn
+  # per record, each scaled to unit std over its 30 minutes (lead_kt/noise_bank.py).
+  c.augment.recorded_noise = 0.0
+  # Where it is added, after mixing: student (the student's view only, the wearable's noise that
+  # the clinical teacher never sees; a teacher run then sees none) | both (the 12 leads before
+  # the student's are cut, so the student sees exactly its leads of the teacher's view).
+  c.augment.recorded_noise_view = "student"
   # Weight of the label (BCE) term in kd and mvkt; 0 = pure function matching (the student only
   # matches the teacher, on mixed inputs too).
   c.label_weight = 1.0

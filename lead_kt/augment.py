@@ -5,10 +5,14 @@ the configured ones into ``views(rng, batch) -> batch``, which the trainer calls
 before ``method.loss``: it augments the 12-lead ``teacher`` view and then cuts the ``student``
 view out of it, so the student always sees exactly its leads of what the teacher sees (function
 matching: Beyer et al., "Knowledge distillation: a good teacher is patient and consistent", CVPR
-2022). Methods never augment.
+2022). The one deliberate exception is ``recorded_noise_view="student"``: recorded noise is then
+added to the student's view only, after it is cut, as the wearable's noise that the clinical
+teacher never sees. Methods never augment.
 
 Per record, one draw serves every lead: the amplitude factor, the noise level, the baseline
-wander's sinusoid and the time shift (the noise samples themselves differ per lead and time).
+wander's sinusoid and the time shift (the noise samples themselves differ per lead and time), and
+the recorded noise's recording, start and level (each lead takes one of the recording's two
+channels).
 Mixing works across the records of a batch: ``mixup`` blends whole crops, ``cutmix`` pastes a
 time segment of the partner record; labels are mixed in the same proportion. Inputs are the
 normalised crops (about unit scale), so strengths are in those units.
@@ -20,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from lead_kt import noise_bank
+
 Batch = dict[str, jax.Array]
 
 # Baseline wander lives below this frequency (respiration and electrode drift).
@@ -27,15 +33,18 @@ _WANDER_MIN_HZ = 0.05
 
 # The strengths (0 = that transform off) and the other fields of the ``augment`` config block
 # (configs/default.py documents each).
-STRENGTHS = ("scale", "noise", "wander", "shift", "mixup", "cutmix")
-FIELDS = (*STRENGTHS, "wander_max_hz", "mix_prob")
+STRENGTHS = ("scale", "noise", "wander", "shift", "mixup", "cutmix", "recorded_noise")
+_NUMERIC_FIELDS = (*STRENGTHS, "wander_max_hz", "mix_prob")
+FIELDS = (*_NUMERIC_FIELDS, "recorded_noise_view")
+# The views that recorded noise can be added to: the student's only, or the 12 leads it is cut from.
+RECORDED_NOISE_VIEWS = ("student", "both")
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
   unknown = sorted(set(cfg.keys()) - set(FIELDS))
   if unknown:
     raise ValueError(f"unknown augment option(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
-  for field in FIELDS:
+  for field in _NUMERIC_FIELDS:
     if cfg[field] < 0:
       raise ValueError(f"augment.{field} must be >= 0, got {cfg[field]}")
   if cfg.shift >= 1:
@@ -44,6 +53,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"augment.mix_prob is a probability, got {cfg.mix_prob}")
   if cfg.wander and cfg.wander_max_hz <= _WANDER_MIN_HZ:
     raise ValueError(f"augment.wander_max_hz must exceed {_WANDER_MIN_HZ} Hz")
+  if cfg.recorded_noise_view not in RECORDED_NOISE_VIEWS:
+    raise ValueError(
+      f"augment.recorded_noise_view is one of {RECORDED_NOISE_VIEWS}, "
+      f"got {cfg.recorded_noise_view!r}"
+    )
 
 
 def is_active(cfg: ml_collections.ConfigDict) -> bool:
@@ -87,6 +101,29 @@ def time_shift(rng: jax.Array, x: jax.Array, max_fraction: float) -> jax.Array:
   inside = (source >= 0) & (source < length)
   shifted = jnp.take_along_axis(x, jnp.clip(source, 0, length - 1)[..., None], axis=1)
   return jnp.where(inside[..., None], shifted, 0)
+
+
+def recorded_noise(rng: jax.Array, x: jax.Array, bank: jax.Array, max_std: float) -> jax.Array:
+  """Adds recorded noise to ``x`` [B, T, L]: per record one recording of ``bank``
+  [recording, time, channel] (``noise_bank.load``: unit std), drawn uniformly, one start and one
+  std uniform in [0, ``max_std``]; each lead takes one of the channels at random, at that start.
+  One recording per record, not a mix, keeps each kind of noise as it was recorded."""
+  rng_recording, rng_start, rng_channel, rng_std = jax.random.split(rng, 4)
+  batch, length, leads = x.shape
+  recordings, bank_length, channels = bank.shape
+  if length > bank_length:
+    raise ValueError(f"crops of {length} samples are longer than the noise ({bank_length})")
+  recording = jax.random.randint(rng_recording, (batch,), 0, recordings)
+  start = jax.random.randint(rng_start, (batch,), 0, bank_length - length + 1)
+
+  def window(r, s):  # [T, channels]: recording r from sample s
+    return jax.lax.dynamic_slice(bank, (r, s, 0), (1, length, channels))[0]
+
+  windows = jax.vmap(window)(recording, start)
+  channel = jax.random.randint(rng_channel, (batch, 1, leads), 0, channels)
+  noise = jnp.take_along_axis(windows, channel, axis=2)  # [B, T, L]
+  std = max_std * jax.random.uniform(rng_std, (batch, 1, 1), x.dtype)
+  return x + std * noise.astype(x.dtype)
 
 
 def mixup(rng: jax.Array, x: jax.Array, labels: jax.Array, alpha: float):
@@ -142,8 +179,11 @@ def make(
     mixers.append(lambda r, x, y: mixup(r, x, y, cfg.mixup))
   if cfg.cutmix:
     mixers.append(lambda r, x, y: cutmix(r, x, y, cfg.cutmix))
+  bank = noise_bank.load(sampling_rate) if cfg.recorded_noise else None
 
   def views(rng: jax.Array, batch: Batch) -> Batch:
+    if bank is not None:  # split off only then: without recorded noise the draws stay as before
+      rng, rng_recorded = jax.random.split(rng)
     rngs = jax.random.split(rng, len(per_record) + 3)
     x, labels = batch["teacher"], batch["label"].astype(batch["teacher"].dtype)
     for transform, r in zip(per_record, rngs, strict=False):
@@ -155,7 +195,13 @@ def make(
       mixed = jax.lax.switch(pick, branches, (x, labels))
       apply = jax.random.uniform(rng_apply) < cfg.mix_prob
       x, labels = jax.tree.map(lambda m, o: jnp.where(apply, m, o), mixed, (x, labels))
+    # Added after mixing in either view: one noise per input, as the wearable records it.
+    if bank is not None and cfg.recorded_noise_view == "both":
+      x = recorded_noise(rng_recorded, x, bank, cfg.recorded_noise)
+    student = jnp.take(x, columns, axis=-1)
+    if bank is not None and cfg.recorded_noise_view == "student":
+      student = recorded_noise(rng_recorded, student, bank, cfg.recorded_noise)
     # Padding rows (mask 0) stay whatever they became: every loss ignores them.
-    return {**batch, "teacher": x, "student": jnp.take(x, columns, axis=-1), "label": labels}
+    return {**batch, "teacher": x, "student": student, "label": labels}
 
   return views

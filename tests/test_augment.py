@@ -8,7 +8,7 @@ import pytest
 from train_helpers import build_method, tiny_config
 
 from configs import default
-from lead_kt import augment, train
+from lead_kt import augment, noise_bank, train
 
 STUDENT_COLUMNS = (0, 6)  # I and V1
 
@@ -104,6 +104,8 @@ def test_augmentation_off_leaves_the_train_step_unchanged(tmp_path):
   """With every strength 0 nothing is built, so the jitted step is the program of before."""
   assert augment.make(default.get_config().augment, STUDENT_COLUMNS, 100.0) is None
   assert augment.make(_config(mix_prob=0.5, wander_max_hz=2.0), STUDENT_COLUMNS, 100.0) is None
+  assert augment.make(_config(recorded_noise_view="both"), STUDENT_COLUMNS, 100.0) is None
+  assert augment.is_active(_config(recorded_noise=0.1))
   config = tiny_config("kd", str(tmp_path))
   method = build_method(config, num_classes=3)
   tx = optax.adam(1e-3)
@@ -121,7 +123,15 @@ def test_augmentation_off_leaves_the_train_step_unchanged(tmp_path):
 
 
 @pytest.mark.parametrize(
-  "field, value", [("noise", -0.1), ("shift", 1.0), ("mix_prob", 1.5), ("mixupp", 1.0)]
+  "field, value",
+  [
+    ("noise", -0.1),
+    ("shift", 1.0),
+    ("mix_prob", 1.5),
+    ("mixupp", 1.0),
+    ("recorded_noise", -0.1),
+    ("recorded_noise_view", "teacher"),
+  ],
 )
 def test_bad_options_are_refused(field, value):
   cfg = _config()
@@ -129,3 +139,65 @@ def test_bad_options_are_refused(field, value):
     cfg[field] = value
   with pytest.raises(ValueError, match=field):
     augment.validate(cfg)
+
+
+def test_the_noise_bank_is_three_half_hour_recordings_of_two_channels():
+  bank = noise_bank.load(100.0)
+  assert bank.shape[0] == len(noise_bank.RECORDINGS) == 3 and bank.shape[2] == 2
+  assert abs(bank.shape[1] - 180_000) <= 1_800  # 30 minutes at 100 Hz
+  assert bank.dtype == np.float32 and not bank.flags.writeable  # the cache shares it
+  np.testing.assert_allclose(bank.mean(axis=1), 0, atol=1e-3)
+  np.testing.assert_allclose(bank.std(axis=1), 1, rtol=1e-3)
+  assert noise_bank.load(500.0).shape == (3, 5 * bank.shape[1], 2)
+
+
+def test_recorded_noise_is_one_scaled_window_per_record():
+  """Against a small random bank: each record's added noise is ``std`` times one window of one
+  recording (the same start for all leads, each lead one channel), with ``std`` in [0, 0.5]."""
+  recordings, bank_length, length, max_std = 3, 40, 10, 0.5
+  bank = np.random.default_rng(0).normal(size=(recordings, bank_length, 2)).astype(np.float32)
+  x = _batch(batch_size=32, length=length)["teacher"]
+  add = jax.jit(lambda rng, x: augment.recorded_noise(rng, x, jnp.asarray(bank), max_std))
+  noise = np.asarray(add(jax.random.key(5), x) - x)
+  starts = range(bank_length - length + 1)
+  windows = np.stack([[bank[r, s : s + length] for s in starts] for r in range(recordings)])
+  # Per candidate (recording, start), lead and channel: the least-squares std and its residual.
+  stds = (
+    np.einsum("btl,rstc->brslc", noise, windows)
+    / np.einsum("rstc,rstc->rsc", windows, windows)[None, :, :, None]
+  )
+  residuals = noise[:, None, None, :, :, None] - stds[:, :, :, None] * windows[None, :, :, :, None]
+  fits = np.abs(residuals).max(axis=3) < 1e-5  # [B, recording, start, lead, channel]
+  drawn_stds, drawn_recordings, channels_used = [], set(), set()
+  for record in range(x.shape[0]):
+    matches = np.argwhere(fits[record].any(axis=-1).all(axis=-1))
+    assert len(matches) == 1  # exactly one window explains every lead
+    r, s = matches[0]
+    channel = fits[record, r, s].argmax(axis=-1)
+    record_stds = stds[record, r, s, np.arange(x.shape[2]), channel]
+    np.testing.assert_allclose(record_stds, record_stds[0], rtol=1e-4)  # shared by the leads
+    drawn_stds.append(record_stds[0])
+    drawn_recordings.add(r)
+    channels_used.add(tuple(channel))
+  assert 0 <= min(drawn_stds) < 0.25 * max_std and 0.75 * max_std < max(drawn_stds) <= max_std
+  assert drawn_recordings == {0, 1, 2}
+  assert len(channels_used) > 1 and any(len(set(c)) == 2 for c in channels_used)
+
+
+@pytest.mark.parametrize("view", ["student", "both"])
+def test_recorded_noise_goes_to_the_configured_view(view):
+  views = jax.jit(
+    augment.make(_config(recorded_noise=0.5, recorded_noise_view=view), STUDENT_COLUMNS, 100.0)
+  )
+  batch = _batch()
+  out, again = views(jax.random.key(7), batch), views(jax.random.key(7), batch)
+  for key in ("teacher", "student"):
+    np.testing.assert_array_equal(out[key], again[key])
+  assert not np.allclose(views(jax.random.key(8), batch)["student"], out["student"])
+  teachers_leads = np.asarray(out["teacher"])[..., STUDENT_COLUMNS]
+  if view == "student":  # the wearable's noise, which the teacher never sees
+    np.testing.assert_array_equal(out["teacher"], batch["teacher"])
+    assert not np.allclose(out["student"], teachers_leads)
+  else:
+    assert not np.allclose(out["teacher"], batch["teacher"])
+    np.testing.assert_array_equal(out["student"], teachers_leads)
