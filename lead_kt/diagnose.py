@@ -1,16 +1,18 @@
-"""Why does a transfer run help or not? Measurements on a finished MVKT run's best checkpoint.
+"""Why does a transfer run help or not? Measurements on a finished MVKT or KD run's best checkpoint.
 
   python -m lead_kt.diagnose --workdir=runs/ablations/mvkt/seed_0 [--batches=16]
 
-WORKDIR is a finished MVKT run: its top directory or its ``student/``. Writes
+WORKDIR is a finished MVKT or KD run (for MVKT: its top directory or its ``student/``). Writes
 ``diagnostics.json`` into the student run, once everything is measured, and prints it; nothing else
-is written. A workdir that does not exist, has not finished or is not an MVKT run is one line
+is written. A workdir that does not exist, has not finished or is not an MVKT or KD run is one line
 ``error: ...`` (exit status 2).
 
-- ``gradient``: on ``--batches`` training batches (train mode, as the step sees them), the norm of
-  each weighted loss term's gradient over the student backbone (BCE, alpha * MKD, beta * CLT), each
-  term's share of their sum, and the cosine between the BCE gradient and each transfer term's;
-  ``clt_accuracy``, how often the positive outscores every sampled negative.
+- ``gradient``: on ``--batches`` training batches (train mode, augmented and mixed as the step
+  sees them), the norm of each weighted loss term's gradient over the student backbone (MVKT:
+  label_weight * BCE, alpha * MKD, beta * CLT; KD: label_weight * BCE, kd_weight * KD and the
+  variant's feature term), each term's share of their sum, and the cosine between the BCE
+  gradient and each transfer term's (``cos_bce_<term>``); ``clt_accuracy``, how often the positive
+  outscores every sampled negative.
 - ``teacher``: the frozen teacher's macro-AUC and mean binary entropy of its probabilities on the
   training and the validation split. A teacher that is much more confident and accurate on the
   records it was trained on hands the student little more than their labels there.
@@ -29,7 +31,9 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
+from configs import default as default_config
 from lead_kt import (
+  augment,
   checkpoint,
   cli,
   compilation_cache,
@@ -41,6 +45,7 @@ from lead_kt import (
   sharding,
   train,
 )
+from lead_kt.ecg_io import STANDARD_LEADS
 
 
 def _cosine(a, b) -> float:
@@ -65,9 +70,32 @@ def _restore_best(method, workdir: epath.Path, batch: dict):
   return best["params"], best["method_state"]
 
 
+def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Each term of the run's loss with its weight in the total, BCE first."""
+  # Runs from before label_weight existed trained with 1.
+  weights = {"bce": config.get("label_weight", 1.0)}
+  if config.method == "mvkt":
+    return {**weights, "mkd": config.alpha, "clt": config.beta}
+  weights["kd"] = config.kd_weight
+  if config.kd_variant == "kd_fitnet":
+    weights["fitnet"] = config.fitnet_weight
+  elif config.kd_variant == "kd_at":
+    weights["at"] = config.at_weight
+  return weights
+
+
+def _step_views(config: ml_collections.ConfigDict, info):
+  """The run's augmentation (None if it had none), as its train step applied it; fields added
+  since the run was trained take their defaults, which are off."""
+  augment_config = default_config.get_config().augment
+  augment_config.update(config.get("augment", {}))
+  columns = [STANDARD_LEADS.index(lead) for lead in info.student_leads]
+  return augment.make(augment_config, columns, info.sampling_rate)
+
+
 def gradient_shares(method, config, params, state, batches) -> dict:
   """Per-term gradient norms over the student backbone, averaged over ``batches``."""
-  weights = {"bce": 1.0, "mkd": config.alpha, "clt": config.beta}
+  weights = loss_weights(config)
 
   @jax.jit
   def measure(params, state, batch, rng):
@@ -85,9 +113,9 @@ def gradient_shares(method, config, params, state, batches) -> dict:
     total = sum(norms.values())
     row = {f"{name}_grad_norm": value for name, value in norms.items()}
     row.update({f"{name}_share": value / total for name, value in norms.items()})
-    row["cos_bce_mkd"] = _cosine(grads["bce"], grads["mkd"])
-    row["cos_bce_clt"] = _cosine(grads["bce"], grads["clt"])
-    for key in ("bce", "mkd", "clt", "clt_accuracy"):
+    for name in list(weights)[1:]:
+      row[f"cos_bce_{name}"] = _cosine(grads["bce"], grads[name])
+    for key in (*weights, "clt_accuracy"):
       if key in aux:
         row[key] = float(aux[key])
     for key, value in row.items():
@@ -96,20 +124,23 @@ def gradient_shares(method, config, params, state, batches) -> dict:
 
 
 def diagnose(workdir: str, num_batches: int = 16) -> dict:
-  """The measurements of the finished MVKT run `workdir` (its top directory or its student/).
+  """The measurements of the finished MVKT or KD run `workdir` (MVKT: its top directory or its
+  student/).
   Reads the run and writes nothing; raises CliError for a workdir that is not a finished run,
   ValueError for a run of another method."""
   workdir = checkpoint.absolute_path(cli.require_finished_run(predict.resolve_run_dir(workdir)))
   results = json.loads((workdir / "results.json").read_text())
   config = ml_collections.ConfigDict(results["config"])
-  if config.method != "mvkt":
-    raise ValueError(f"{workdir}: lead_kt.diagnose measures MVKT runs, this is {config.method!r}")
+  if config.method not in ("mvkt", "kd"):
+    raise ValueError(
+      f"{workdir}: lead_kt.diagnose measures MVKT and KD runs, this is {config.method!r}"
+    )
   normalization = workdir / "normalization.json"
   if not normalization.exists():
     raise cli.CliError(f"{normalization} is missing: is {workdir} a finished lead_kt run?")
   info = input_pipeline.dataset_info(config.data)
   first_labels = None
-  if config.clt.negatives == "other_class":
+  if config.method == "mvkt" and config.clt.negatives == "other_class":
     first_labels = input_pipeline.split_first_labels(config.data, "train")
   method = methods.create(config, info.num_classes, info.split_sizes["train"], first_labels)
   # The file exists: this loads it (and never fits and writes one).
@@ -119,6 +150,10 @@ def diagnose(workdir: str, num_batches: int = 16) -> dict:
     config.data, normalizer, config.batch_size, data_sharding, config.seed
   )
   batches = [train._model_inputs(next(train_iter)) for _ in range(num_batches)]
+  views = _step_views(config, info)
+  if views is not None:
+    views = jax.jit(views)
+    batches = [views(jax.random.PRNGKey(number), b) for number, b in enumerate(batches)]
   params, state = _restore_best(method, workdir, batches[0])
   report = {"workdir": str(workdir), "batches": num_batches}
   report["gradient"] = gradient_shares(method, config, params, state, batches)
@@ -180,7 +215,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "A finished MVKT run: its top directory or its student/.")
+  flags.DEFINE_string("workdir", None, "A finished MVKT or KD run (MVKT: top or student/).")
   flags.DEFINE_integer("batches", 16, "Training batches to measure the gradients on.")
   flags.mark_flags_as_required(["workdir"])
   app.run(main, flags_parser=cli.parse_absl_flags)

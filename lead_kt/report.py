@@ -543,7 +543,6 @@ def _difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[str]:
   return _table(header, body)
 
 
-
 def _per_class_difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[str]:
   """Per-class paired ΔAUC with intervals: which classes a run gains or loses on."""
   class_names = pairs[0][0].class_names
@@ -560,6 +559,7 @@ def _per_class_difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[
     for run, baseline, paired in pairs
   ]
   return _table(header, body)
+
 
 METHODS_NOTE = (
   "Test metrics with 95% bootstrap percentile intervals ({n_boot} resamples of the test records, "
