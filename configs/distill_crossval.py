@@ -26,22 +26,14 @@ about 2 minutes, each 5-part teacher set about 9, a 100-epoch student 7-15 minut
 
 import ml_collections
 
-from configs import kd, mvkt
+from configs import default, kd, mvkt
 
 
 def get_config():
   c = mvkt.get_config()
   for field in ("kd_variant", "kd_temperature", "kd_weight", "fitnet_weight", "at_weight"):
     c[field] = kd.get_config()[field]
-  c.num_epochs = 100
-  c.eval_every_epochs = 5
-  c.teacher.num_epochs = 30  # the teacher of today's study, selected every epoch
-  c.augment.scale = 0.1
-  c.augment.noise = 0.05
-  c.augment.wander = 0.1
-  c.augment.shift = 0.1
-  c.augment.mixup = 1.0
-  c.augment.cutmix = 1.0
+  default.function_matching(c)  # the teacher: today's study's, 30 epochs selected every epoch
   c.clt.positive = "current"  # the bank's rows come from other crops and other mixes
   c.sweep = ml_collections.ConfigDict()
   # In order of what the study needs first, so that a sweep stopped early has the main rows.

@@ -8,11 +8,11 @@ optimiser sections are configs/feature_recon.py's, so a change there reaches bot
 
 import copy
 
-from configs import baseline, feature_recon
+from configs import default, feature_recon
 
 
 def get_config():
-  c = baseline.get_config()
+  c = default.get_config()  # not baseline.py's function-matching recipe: feature_recon's own
   recon = feature_recon.get_config()
   c.student = copy.deepcopy(recon.student)
   c.optimizer = copy.deepcopy(recon.optimizer)

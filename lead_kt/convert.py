@@ -161,10 +161,10 @@ def run_config(
   """The config of the run that would have trained this network in lead_kt (no epochs ran)."""
   import ml_collections
 
-  from configs import baseline, teacher
+  from configs import default, teacher
 
   is_teacher = tuple(leads) == ecg_io.STANDARD_LEADS
-  config = (teacher if is_teacher else baseline).get_config()
+  config = (teacher if is_teacher else default).get_config()
   config.student.backbone = config.teacher.backbone = backbone
   config.student.kwargs = ml_collections.ConfigDict(dict(backbone_kwargs or {}))
   config.teacher.kwargs = ml_collections.ConfigDict(dict(backbone_kwargs or {}))

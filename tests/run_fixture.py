@@ -15,7 +15,7 @@ import tempfile
 
 import ml_collections
 
-from configs import baseline
+from configs import default
 
 SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "..", "data_builders", "ptbxl", "sample")
 
@@ -26,7 +26,7 @@ def tiny_run() -> str:
 
   root = tempfile.mkdtemp(prefix="lead_kt_tiny_run_")
   atexit.register(shutil.rmtree, root, ignore_errors=True)
-  config = baseline.get_config()
+  config = default.get_config()  # the baseline, 30 epochs' recipe, unaugmented
   config.data.data_dir = os.path.join(root, "tfds")
   config.student.backbone = "fcn_wang"
   config.num_epochs = 1

@@ -1,13 +1,14 @@
 """Tiny, fast configs of the real trainer on the bundled PTB-XL sample (shared by trainer tests)."""
 
-from configs import baseline, kd, mvkt, teacher
+from configs import baseline, default, kd, mvkt, teacher
 from lead_kt import config_fields, methods
 
 CONFIGS = {"teacher": teacher, "baseline": baseline, "mvkt": mvkt, "kd": kd}
 
 
 def tiny_config(method: str, data_dir: str, **overrides):
-  """``method``'s config shrunk to seconds: a narrow fcn_wang, 2 epochs, batch 32, 2.5 s crops."""
+  """``method``'s config shrunk to seconds: a narrow fcn_wang, 2 epochs, batch 32, 2.5 s crops,
+  no augmentation."""
   c = CONFIGS[method].get_config()
   c.data.data_dir = data_dir
   for net in (c.student, c.teacher):
@@ -16,6 +17,10 @@ def tiny_config(method: str, data_dir: str, **overrides):
   c.batch_size = 32
   c.eval_batch_size = 512
   c.num_epochs = 2
+  # Seconds, whatever the method's recipe (default.function_matching): validated every epoch, the
+  # teacher as long as the student, unaugmented unless a test says otherwise.
+  c.eval_every_epochs, c.teacher.num_epochs = 1, -1
+  c.augment = default.get_config().augment
   c.log_every_steps = 4
   c.checkpoint.async_save = False
   if method == "mvkt":
