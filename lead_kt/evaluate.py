@@ -64,27 +64,7 @@ def evaluate(
         f"{config.data.name} is sampled at {info.sampling_rate:g} Hz; {run_dir} at "
         f"{predictor.spec.fs:g} Hz: name the dataset at the run's rate"
       )
-    # Predictor has read this file: the call loads it (it fits and writes only a missing one).
-    normalizer = input_pipeline.load_or_fit_normalizer(
-      config.data, str(run_dir / "normalization.json")
-    )
-    mesh = sharding.make_mesh(config.mesh.model)
-    params, state = jax.device_put((predictor.params, predictor.state), sharding.replicated(mesh))
-    method = predictor.method
-    val, test = [
-      train._evaluate(
-        jax.jit(method.predict),
-        method,
-        config,
-        info,
-        normalizer,
-        sharding.batch_sharding(mesh),
-        params,
-        state,
-        split,
-      )
-      for split in ("validation", "test")
-    ]
+    val, test = score_splits(predictor, config, info, ("validation", "test"))
     results = {
       "method": run_results["method"],
       "dataset": config.data.name,
@@ -105,6 +85,33 @@ def evaluate(
       (staging / "predictions" / f"{split}.npz").write_bytes(train.predictions_npz(outputs))
     (staging / cli.RESULTS_FILE).write_text(json.dumps(results, indent=2))
   return results
+
+
+def score_splits(predictor, config, info, splits: Sequence[str]) -> list[train.SplitOutputs]:
+  """The predictor's best network on each of `splits` of `config.data`, as the trainer evaluates
+  at the end of a run (its normalisation, windows and aggregation)."""
+  # Predictor has read this file: the call loads it (it fits and writes only a missing one).
+  normalizer = input_pipeline.load_or_fit_normalizer(
+    config.data, os.path.join(predictor.run_dir, "normalization.json")
+  )
+  mesh = sharding.make_mesh(config.mesh.model)
+  params, state = jax.device_put((predictor.params, predictor.state), sharding.replicated(mesh))
+  method = predictor.method
+  predict_fn = jax.jit(method.predict)
+  return [
+    train._evaluate(
+      predict_fn,
+      method,
+      config,
+      info,
+      normalizer,
+      sharding.batch_sharding(mesh),
+      params,
+      state,
+      split,
+    )
+    for split in splits
+  ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

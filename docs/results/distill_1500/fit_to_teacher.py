@@ -13,35 +13,23 @@ labels alone carry.
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from lead_kt import input_pipeline, predict, sharding, train
+from lead_kt import evaluate, input_pipeline, predict
+
+SPLITS = ("train", "validation", "test")
 
 
-def split_logits(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """Per-record logits of the run's best network on `split` of its own dataset, and labels."""
+def split_logits(run_dir: Path) -> dict[str, np.ndarray]:
+  """Per-record logits of the run's best network on each split of its own dataset."""
   predictor = predict.Predictor(run_dir)
-  config = predictor.config
-  info = input_pipeline.dataset_info(config.data)
-  normalizer = input_pipeline.load_or_fit_normalizer(
-    config.data, str(Path(predictor.run_dir) / "normalization.json")
-  )
-  mesh = sharding.make_mesh(config.mesh.model)
-  params, state = jax.device_put((predictor.params, predictor.state), sharding.replicated(mesh))
-  outputs = train._evaluate(
-    jax.jit(predictor.method.predict),
-    predictor.method,
-    config,
-    info,
-    normalizer,
-    sharding.batch_sharding(mesh),
-    params,
-    state,
-    split,
-  )
-  p = np.clip(outputs.scores, 1e-6, 1 - 1e-6)
-  return np.log(p / (1 - p)), outputs.labels
+  info = input_pipeline.dataset_info(predictor.config.data)
+  outputs = evaluate.score_splits(predictor, predictor.config, info, SPLITS)
+  logits = {}
+  for split, scored in zip(SPLITS, outputs, strict=True):
+    p = np.clip(scored.scores, 1e-6, 1 - 1e-6)
+    logits[split] = np.log(p / (1 - p))
+  return logits
 
 
 def main(root: str, *students: str) -> None:
@@ -52,11 +40,14 @@ def main(root: str, *students: str) -> None:
     if all((root / name / p.name / "results.json").exists() for name in ("teacher", *students))
   )
   print(f"folds: {', '.join(folds)}")
-  for split in ("train", "validation", "test"):
-    teacher = [split_logits(root / "teacher" / fold, split)[0] for fold in folds]
-    teacher = np.concatenate(teacher)
+  # Each run is loaded and scored once; the splits are pooled over the folds afterwards.
+  runs = {
+    name: [split_logits(root / name / fold) for fold in folds] for name in ("teacher", *students)
+  }
+  for split in SPLITS:
+    teacher = np.concatenate([fold[split] for fold in runs["teacher"]])
     for name in students:
-      student = np.concatenate([split_logits(root / name / fold, split)[0] for fold in folds])
+      student = np.concatenate([fold[split] for fold in runs[name]])
       r = [np.corrcoef(teacher[:, c], student[:, c])[0, 1] for c in range(teacher.shape[1])]
       print(
         f"{split:10s} {name:12s} " + " ".join(f"{v:.2f}" for v in r) + f" | mean {np.mean(r):.2f}"
