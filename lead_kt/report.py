@@ -67,6 +67,9 @@ class Run:
   members: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
   # The row's name when given (--labels, or the name with the workdir added where runs share one).
   title: str | None = None
+  # results.json's ``history`` (one entry per validation) of each fold, or of the one run: pairs
+  # of (fold name, or "" for a run without folds, and the entries); every seed's for seeds.
+  histories: tuple[tuple[str, tuple[dict, ...]], ...] = ()
 
   @property
   def name(self) -> str:
@@ -194,7 +197,10 @@ def load_run(path: str | Path) -> Run:
     parts.append((scores, labels, np.broadcast_to(thresholds, scores.shape), keys))
   scores, labels, thresholds, keys = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
   folds = tuple(d.name for d in fold_dirs) if fold_dirs != [path] else ()
-  return Run(path, results[0], folds, scores, labels, thresholds, keys)
+  histories = tuple(
+    (fold, tuple(r.get("history", ()))) for fold, r in zip(folds or ("",), results, strict=True)
+  )
+  return Run(path, results[0], folds, scores, labels, thresholds, keys, histories=histories)
 
 
 def _load_seeds(path: Path, seeds: list[Run]) -> Run:
@@ -210,7 +216,10 @@ def _load_seeds(path: Path, seeds: list[Run]) -> Run:
     scores[first_order], thresholds[first_order] = run.scores[run_order], run.thresholds[run_order]
     members.append((scores, thresholds))
   seed_names = tuple(run.path.name for run in seeds)
-  return dataclasses.replace(first, path=path, seeds=seed_names, members=tuple(members))
+  histories = tuple(history for run in seeds for history in run.histories)
+  return dataclasses.replace(
+    first, path=path, seeds=seed_names, members=tuple(members), histories=histories
+  )
 
 
 def restrict_to_folds(run: Run, folds: Sequence[str]) -> Run:
@@ -224,6 +233,7 @@ def restrict_to_folds(run: Run, folds: Sequence[str]) -> Run:
     thresholds=run.thresholds[keep],
     keys=run.keys[keep],
     members=tuple((scores[keep], thresholds[keep]) for scores, thresholds in run.members),
+    histories=tuple((fold, history) for fold, history in run.histories if fold in folds),
   )
 
 
@@ -531,6 +541,58 @@ def _per_fold_table(runs: Sequence[Run], baselines: Sequence[Run]) -> list[str]:
   return _table(header, body)
 
 
+# What a validation entry of results.json's history may hold, and its column name.
+HISTORY_METRICS = (
+  ("macro_auc", "AUC"),
+  ("teacher_kl", "KL to teacher"),
+  ("teacher_agreement", "agreement"),
+)
+
+
+def validation_history(run: Run) -> dict[int, dict[str, float]]:
+  """Per validated epoch, the mean over the run's folds (and seeds) of each HISTORY_METRICS
+  figure; only the epochs and figures every fold recorded."""
+  histories = [{entry["epoch"]: entry for entry in history} for _, history in run.histories]
+  if not histories or not all(histories):
+    return {}
+  epochs = sorted(set.intersection(*(set(h) for h in histories)))
+  curve = {}
+  for epoch in epochs:
+    entries = [h[epoch] for h in histories]
+    curve[epoch] = {
+      key: float(np.mean([e[key] for e in entries]))
+      for key, _ in HISTORY_METRICS
+      if all(key in e for e in entries)
+    }
+  return curve
+
+
+def _history_table(runs: Sequence[Run]) -> list[str]:
+  """Validation figures by epoch, each the mean over folds: whether a longer schedule still buys
+  validation AUC, or agreement with the teacher. Rows are the epochs of the longest schedule, so
+  runs validated every epoch next to runs validated every 5 show every 5th. Empty when no run
+  validated more than once."""
+  curves = {run.path: validation_history(run) for run in runs}
+  shown = [run for run in runs if len(curves[run.path]) > 1]
+  if not shown:
+    return []
+  columns = [
+    (run, key, f"{run.name} {title}")
+    for run in shown
+    for key, title in HISTORY_METRICS
+    if any(key in figures for figures in curves[run.path].values())
+  ]
+  epochs = max((sorted(curves[run.path]) for run in shown), key=lambda e: (e[-1], len(e)))
+  body = []
+  for epoch in epochs:
+    cells = []
+    for run, key, _ in columns:
+      value = curves[run.path].get(epoch, {}).get(key)
+      cells.append("-" if value is None else f"{value:.3f}")
+    body.append([str(epoch), *cells])
+  return _table(["Epoch", *(title for _, _, title in columns)], body)
+
+
 def _difference_table(pairs: Sequence[tuple[Run, Run, dict]]) -> list[str]:
   header = ["Method", "Leads", "Backbone", "Baseline", "ΔAUC", "ΔACC", "ΔF1"]
   body = []
@@ -677,6 +739,10 @@ def _dataset_section(
   if len({fold for run in runs for fold in run.folds}) > 1:
     lines += ["", "### Test macro-AUC per fold (each fold's own test records)", ""]
     lines += _per_fold_table(runs, baselines)
+  history = _history_table(runs)
+  if history:
+    lines += ["", "### Validation by epoch (mean over folds; selection is per fold)", ""]
+    lines += history
   plot_roc(runs, out / f"roc_{slug}.png")
   plot_f1(runs, evaluations, out / f"f1_{slug}.png")
   lines += ["", f"![ROC curves](roc_{slug}.png)", "", f"![Per-class F1](f1_{slug}.png)"]

@@ -12,7 +12,9 @@ CLASSES = ["NORM", "MI", "STTC"]
 DATASET = "ptbxl/superdiagnostic_100hz"
 
 
-def _write_run(run_dir, method, leads, noise, seed, dataset=DATASET, n_test=120, index_offset=0):
+def _write_run(
+  run_dir, method, leads, noise, seed, dataset=DATASET, n_test=120, index_offset=0, history=()
+):
   """A run directory in the trainer's layout; lower noise = better scores."""
   rng = np.random.default_rng(seed)
   label_rng = np.random.default_rng(0)  # same records and labels for every run
@@ -37,6 +39,7 @@ def _write_run(run_dir, method, leads, noise, seed, dataset=DATASET, n_test=120,
     "validation": {"macro_auc": 0.5},
     "test": {},
     "wall_time_s": 1.0,
+    "history": list(history),
   }
   (run_dir / "results.json").write_text(json.dumps(results))
   return run_dir
@@ -111,6 +114,50 @@ def test_cross_validated_runs_are_reported_on_the_folds_all_have_finished(tmp_pa
   restricted = report.restrict_to_folds(report.load_run(tmp_path / "baseline"), ["fold_2"])
   assert restricted.folds == ("fold_2",) and restricted.scores.shape == (120, 3)
   assert all(key.startswith("fold_2/") for key in restricted.keys)
+
+
+def test_validation_history_is_the_mean_over_folds_by_epoch(tmp_path):
+  def history(fold, every, last, kl=True):
+    return [
+      {
+        "epoch": e,
+        "macro_auc": 0.5 + e / 1000 + fold / 100,
+        **({"teacher_kl": 1 / e} if kl else {}),
+      }
+      for e in range(every, last + 1, every)
+    ]
+
+  for fold in (1, 2):
+    _write_run(
+      tmp_path / "kd" / f"fold_{fold}", "kd", ["I"], 1.0, fold, history=history(fold, 5, 20)
+    )
+    _write_run(
+      tmp_path / "baseline" / f"fold_{fold}",
+      "baseline",
+      ["I"],
+      2.0,
+      fold,
+      history=history(fold, 1, 10, kl=False),
+    )
+  curve = report.validation_history(report.load_run(tmp_path / "kd"))
+  assert sorted(curve) == [5, 10, 15, 20]
+  assert curve[10]["macro_auc"] == pytest.approx(0.5 + 0.01 + 0.015)
+  assert curve[20]["teacher_kl"] == pytest.approx(0.05)
+  assert report.validation_history(
+    report.restrict_to_folds(report.load_run(tmp_path / "kd"), ["fold_2"])
+  )[5]["macro_auc"] == pytest.approx(0.525)
+  out = tmp_path / "out"
+  report.main(
+    ["--workdirs", str(tmp_path / "kd"), "--baseline", str(tmp_path / "baseline")]
+    + ["--out", str(out), "--n-boot", "20"]
+  )
+  table = (out / "report.md").read_text().split("### Validation by epoch")[1].split("###")[0]
+  lines = [line for line in table.splitlines() if line.startswith("|")]
+  assert lines[0] == "| Epoch | kd AUC | kd KL to teacher | baseline AUC |"
+  # Rows are the longest schedule's epochs; the baseline, validated every epoch, fills 5 and 10.
+  assert [line.split("|")[1].strip() for line in lines[2:]] == ["5", "10", "15", "20"]
+  assert lines[3] == "| 10 | 0.525 | 0.100 | 0.525 |"
+  assert lines[4].endswith("| - |")
 
 
 def test_a_missing_unfinished_or_foreign_workdir_is_one_line_saying_which(tmp_path, capsys):
