@@ -16,6 +16,9 @@ is written. A workdir that does not exist, has not finished or is not an MVKT or
 - ``teacher``: the frozen teacher's macro-AUC and mean binary entropy of its probabilities on the
   training and the validation split. A teacher that is much more confident and accurate on the
   records it was trained on hands the student little more than their labels there.
+- ``memory`` (MVKT): the mean cosine between rows of each contrastive bank or queue at the best
+  checkpoint, ``memory.mean_row_cosine``; near 1, every record's embedding is the same vector
+  and CLT's negatives no longer differ from its positive.
 - ``agreement``: on the validation split, the mean over classes of the Pearson correlation between
   the student's and the teacher's probabilities, and the mean absolute difference.
 """
@@ -39,6 +42,7 @@ from lead_kt import (
   compilation_cache,
   input_pipeline,
   logger,
+  memory,
   methods,
   metrics,
   predict,
@@ -157,6 +161,8 @@ def diagnose(workdir: str, num_batches: int = 16) -> dict:
   params, state = _restore_best(method, workdir, batches[0])
   report = {"workdir": str(workdir), "batches": num_batches}
   report["gradient"] = gradient_shares(method, config, params, state, batches)
+  if "memory" in state:
+    report["memory"] = memory.mean_row_cosine(state["memory"])
 
   def teacher_logits(params, state, batch):
     del params

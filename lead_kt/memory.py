@@ -15,6 +15,7 @@ sharded over the mesh's data axis. Shapes: ``N`` records, ``D`` embedding width,
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lead_kt.losses import info_nce, l2_normalize, masked_mean, positive_first_cross_entropy
 
@@ -260,6 +261,25 @@ def clt_loss(
     ),
   }
   return student_part + teacher_part, new_memory, aux
+
+
+def mean_row_cosine(memory: ContrastMemory | QueueMemory) -> dict[str, float]:
+  """Per bank (or queue), the mean cosine between two of its different rows: about 0 while the
+  records' embeddings are spread, 1 when they have collapsed onto one vector and the negatives no
+  longer differ from the positive. Zero rows (a bank's padding) are left out."""
+  if isinstance(memory, ContrastMemory):
+    banks = {"student_bank": memory.student_bank, "teacher_bank": memory.teacher_bank}
+  else:
+    banks = {"student_queue": memory.student_queue, "teacher_queue": memory.teacher_queue}
+  similarity = {}
+  for name, bank in banks.items():
+    rows = np.asarray(bank, np.float64)
+    norms = np.linalg.norm(rows, axis=1)
+    unit = rows[norms > 0] / norms[norms > 0, None]
+    n = len(unit)
+    # Sum over ordered pairs i != j of u_i . u_j = |sum u|^2 - n.
+    similarity[name] = float((np.sum(unit.sum(0) ** 2) - n) / (n * (n - 1)))
+  return similarity
 
 
 def init_queue(rng: jax.Array, size: int, dim: int) -> QueueMemory:

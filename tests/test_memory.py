@@ -300,3 +300,23 @@ def test_queue_loss_skips_masked_examples_and_rejects_oversized_batches():
   too_many = jnp.ones((5, 8))
   with pytest.raises(ValueError, match="larger than the queue"):
     mem.queue_loss(queue, too_many, too_many, 0.1)
+
+
+def test_mean_row_cosine_is_zero_for_spread_rows_and_one_for_collapsed_ones():
+  spread = np.eye(4, dtype=np.float32)  # orthogonal rows
+  collapsed = np.tile([[0.6, 0.8, 0.0, 0.0]], (4, 1))
+  padded = np.concatenate([collapsed, np.zeros((2, 4), np.float32)])  # padding rows are skipped
+  bank = mem.ContrastMemory(
+    student_bank=jnp.asarray(spread),
+    teacher_bank=jnp.asarray(padded),
+    z_student=jnp.array(1.0),
+    z_teacher=jnp.array(1.0),
+    item_labels=jnp.full((4,), -1, jnp.int32),
+  )
+  assert mem.mean_row_cosine(bank) == pytest.approx({"student_bank": 0.0, "teacher_bank": 1.0})
+  # Two rows at 60 degrees (cosine 0.5); with their opposites, four whose six pairs average -1/3.
+  rows = np.array([[1, 0], [0.5, 0.75**0.5], [-1, 0], [-0.5, -(0.75**0.5)]], np.float32)
+  queue = mem.QueueMemory(jnp.asarray(rows), jnp.asarray(rows[:2]), jnp.array(0, jnp.int32))
+  similarity = mem.mean_row_cosine(queue)
+  assert similarity["student_queue"] == pytest.approx(-1 / 3, abs=1e-6)
+  assert similarity["teacher_queue"] == pytest.approx(0.5, abs=1e-6)

@@ -250,5 +250,7 @@ def test_diagnose_measures_a_finished_mvkt_run(mvkt_run):
     assert 0 <= report["teacher"][split]["macro_auc"] <= 1
     assert report["teacher"][split]["mean_entropy"] > 0
   assert -1 <= report["agreement"]["pearson_mean"] <= 1
+  assert sorted(report["memory"]) == ["student_bank", "teacher_bank"]
+  assert all(-1 <= cosine <= 1 for cosine in report["memory"].values())
   with pytest.raises(ValueError, match="measures MVKT and KD runs, this is 'teacher'"):
     diagnose.diagnose(str(workdir / "teacher"))
