@@ -11,6 +11,9 @@ for ``num_epochs`` on augmented, mixed batches (``augment.*``) and validated eve
   kd_fm_ens     kd_fm taught by the mean of the same 5 teachers
   mvkt_fm       MVKT (MKD + CLT with the teacher's embedding of the student's view as positive)
   kd_fm_pure    kd_fm without the label term (pure function matching)
+  baseline_fm_xresnet, kd_fm_xresnet
+                baseline_fm and kd_fm with a student six times larger (xresnet1d101, 1.9 M
+                parameters against fcn_wang's 0.3 M): is the lead-I student short of capacity?
 
 Today's 30-epoch runs without augmentation (teacher, baseline, kd, mvkt) are the records of
 docs/results/crossval_1500; the fold's teacher here is retrained with the same config and seed.
@@ -45,6 +48,8 @@ def get_config():
     "kd_fm_ens",
     "mvkt_fm",
     "kd_fm_pure",
+    "baseline_fm_xresnet",
+    "kd_fm_xresnet",
   )
   c.sweep.variants = {
     "baseline_fm": "baseline",
@@ -53,11 +58,15 @@ def get_config():
     "kd_fm_oof": "kd",
     "kd_fm_ens": "kd",
     "mvkt_fm": "mvkt",
+    "baseline_fm_xresnet": "baseline",
+    "kd_fm_xresnet": "kd",
   }
   c.sweep.overrides = {
     "kd_fm_pure": (("label_weight", 0.0),),
     "kd_fm_oof": (("teacher.target", "oof"),),
     "kd_fm_ens": (("teacher.target", "ensemble"),),
+    "baseline_fm_xresnet": (("student.backbone", "xresnet1d101"),),
+    "kd_fm_xresnet": (("student.backbone", "xresnet1d101"),),
   }
   c.sweep.leads = ()
   c.sweep.folds = tuple(range(1, 11))

@@ -70,6 +70,11 @@ def test_distill_sweep_plans_part_teachers_once_per_fold_before_their_students()
     assert by_dir[parts[2]].data.holdout_part == 3
     assert by_dir[parts[2]].augment.mixup == 0  # teachers train as before, unaugmented
     assert by_dir[f"/sweep/baseline_fm/fold_{fold}"].augment.mixup == 1.0
+    # The larger students: the same recipe and the fold's own (fcn_wang) teacher.
+    larger = by_dir[f"/sweep/kd_fm_xresnet/fold_{fold}"]
+    assert (larger.student.backbone, larger.teacher.backbone) == ("xresnet1d101", "fcn_wang")
+    assert larger.teacher.checkpoint == f"/sweep/teacher/fold_{fold}"
+    assert larger.augment.mixup == 1.0 and larger.num_epochs == 100
 
 
 @pytest.fixture(scope="module")
